@@ -1,0 +1,43 @@
+# Two commands a new user needs: `make quickstart` (the main job on the default model)
+# and `make test` (the suite). Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch first, pinned: here 2.13.0 is a local CPU build; a bare `torch` would pull CUDA.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install install-dev quickstart test check lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+quickstart: install
+	$(BIN)/tunelab models pull smollm2-135m-instruct
+	$(BIN)/tunelab quickstart
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+check: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q tests/unit/test_layering.py
+
+bench: install-dev
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python benchmarks/train_speed.py --rows 256
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info
