@@ -1,0 +1,359 @@
+"""The input formats a row can be in, and turning one row into an ``Example``.
+
+=================  ==========================================================================
+format             row shape
+=================  ==========================================================================
+chat               ``{"messages": [{"role", "content", "weight"?}, ...]}`` (OpenAI style)
+alpaca             ``{"instruction", "input"?, "output" | "response", "system"?}``
+prompt_completion  ``{"prompt", "completion"}``
+sharegpt           ``{"conversations": [{"from", "value", "weight"?}, ...], "system"?}``
+text               ``{"text"}``: every token is trained
+=================  ==========================================================================
+
+Fields a format does not use are kept in ``Example.meta``. In CSV, TSV and Parquet cells
+``messages`` and ``conversations`` may hold the list as JSON text. Problems come back
+as findings, never as exceptions. This module knows nothing of files and lines beyond
+the ``source`` and ``line`` it is handed, nor of tokenizers and templates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from tunelab.data.example import ROLES, Example, Message
+from tunelab.data.findings import ERROR, WARNING, Finding, show_value, type_name
+
+FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text")
+
+# ShareGPT speaker names seen in the wild, mapped to our roles.
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+    "bing": "assistant", "bard": "assistant",
+    "system": "system",
+}
+
+# What a row of each format looks like, quoted in messages about rows of the wrong shape.
+SHAPES = {
+    "chat": '{"messages": [{"role": "user", "content": "..."}, '
+            '{"role": "assistant", "content": "..."}]}',
+    "alpaca": '{"instruction": "...", "input": "", "output": "..."}',
+    "prompt_completion": '{"prompt": "...", "completion": "..."}',
+    "sharegpt": '{"conversations": [{"from": "human", "value": "..."}, '
+                '{"from": "gpt", "value": "..."}]}',
+    "text": '{"text": "..."}',
+}
+
+
+def detect_format(obj: dict) -> str | None:
+    """The format a row is in, judged by its keys.
+
+    Args:
+        obj: one parsed row.
+
+    Returns:
+        ``chat`` (``messages``), ``alpaca`` (``instruction`` with ``output`` or
+        ``response``), ``prompt_completion`` (``prompt`` and ``completion``), ``sharegpt``
+        (``conversations``), ``text`` (``text``), checked in that order; ``None`` when no
+        format fits or ``obj`` is not a dict.
+    """
+    if not isinstance(obj, dict):
+        return None
+    if "messages" in obj:
+        return "chat"
+    if "instruction" in obj and ("output" in obj or "response" in obj):
+        return "alpaca"
+    if "prompt" in obj and "completion" in obj:
+        return "prompt_completion"
+    if "conversations" in obj:
+        return "sharegpt"
+    if "text" in obj:
+        return "text"
+    return None
+
+
+def to_example(obj: dict, fmt: str, source: str,
+               line: int) -> tuple[Example | None, list[Finding]]:
+    """Turn one row into an ``Example`` in the given format, collecting every problem.
+
+    Args:
+        obj: one parsed row.
+        fmt: one of ``FORMATS``.
+        source: the file path as the user gave it, for findings and the example.
+        line: the row's 1-based line, for findings and the example.
+
+    Returns:
+        ``(example, findings)``: the example is ``None`` when any finding is an error;
+        warnings come with a built example.
+    """
+    row = _Row(source, line)
+    if fmt not in _BUILDERS:
+        row.error(None, "unknown_format",
+                  f"format {fmt!r} is not one of {', '.join(FORMATS)}; pick one of them or 'auto'")
+        return None, row.findings
+    if not isinstance(obj, dict):
+        row.error(None, "row_not_object",
+                  f"the row is {type_name(obj)}, not an object; write it as {SHAPES[fmt]}")
+        return None, row.findings
+    used, messages, text = _BUILDERS[fmt](obj, row)
+    if any(f.severity == ERROR for f in row.findings):
+        return None, row.findings
+    meta = {k: v for k, v in obj.items() if k not in used}
+    example = Example(messages=messages, text=text, source=source, line=line, meta=meta)
+    return example, row.findings
+
+
+class _Row:
+    """Collects the findings of one row."""
+
+    def __init__(self, source: str, line: int) -> None:
+        self.source = source
+        self.line = line
+        self.findings: list[Finding] = []
+
+    def error(self, field: str | None, code: str, message: str) -> None:
+        self.findings.append(Finding(self.source, self.line, field, code, message, ERROR))
+
+    def warning(self, field: str | None, code: str, message: str) -> None:
+        self.findings.append(Finding(self.source, self.line, field, code, message, WARNING))
+
+    def missing(self, obj: dict, key: str, fmt: str, what: str) -> None:
+        """A field the format needs is absent; say which format the row looks like."""
+        keys = ", ".join(map(repr, obj)) or "none"
+        looks = detect_format(obj)
+        other = (f"; this row looks like {looks}: load the file with format={looks!r}"
+                 if looks and looks != fmt else f"; a {fmt} row looks like {SHAPES[fmt]}")
+        code = "missing_messages" if key == "messages" else "missing_field"
+        self.error(key, code, f"the row has no {key!r} ({what}); its keys are {keys}{other}")
+
+
+Built = tuple[set, list[Message], "str | None"]
+
+
+def _string(obj: dict, key: str, row: _Row, optional: bool = False) -> str | None:
+    """A string field; ``None`` (with an error unless optional) when absent or not a string."""
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        row.error(key, "not_string",
+                  f"{key} must be a string, got {type_name(value)} {show_value(value)}")
+        return None
+    return value
+
+
+def _answer(value: str | None, field: str, row: _Row) -> None:
+    """The trained text must not be empty: nothing would be learned from the row."""
+    if value is not None and not value.strip():
+        row.error(field, "empty_content",
+                  f"{field} is empty, so the row would teach nothing; write the answer or "
+                  "remove the row")
+
+
+def _chat(obj: dict, row: _Row) -> Built:
+    if "messages" not in obj:
+        row.missing(obj, "messages", "chat", "a list of {role, content} objects")
+        return {"messages"}, [], None
+    turns = _list_field(obj["messages"], "messages", "messages_not_list", row)
+    messages = _turns(turns, "messages", ("role", "content"), _chat_role, row)
+    return {"messages"}, messages, None
+
+
+def _sharegpt(obj: dict, row: _Row) -> Built:
+    used = {"conversations", "system"}
+    if "conversations" not in obj:
+        row.missing(obj, "conversations", "sharegpt", "a list of {from, value} objects")
+        return used, [], None
+    system = _string(obj, "system", row, optional=True)
+    turns = _list_field(obj["conversations"], "conversations", "conversations_not_list", row)
+    messages = _turns(turns, "conversations", ("from", "value"), _sharegpt_role, row)
+    if system and system.strip():
+        messages.insert(0, Message("system", system))
+    return used, messages, None
+
+
+def _alpaca(obj: dict, row: _Row) -> Built:
+    used = {"instruction", "input", "output", "response", "system"}
+    if "instruction" not in obj:
+        row.missing(obj, "instruction", "alpaca", "the task for the model")
+    if "output" not in obj and "response" not in obj:
+        row.missing(obj, "output", "alpaca", "the answer to learn; 'response' is accepted too")
+    if "output" in obj and "response" in obj and obj["output"] != obj["response"]:
+        row.error("response", "conflicting_fields",
+                  "the row has both 'output' and its alias 'response' with different values; "
+                  "keep one of them")
+    if any(f.severity == ERROR for f in row.findings):
+        return used, [], None
+    key = "output" if "output" in obj else "response"
+    instruction = _string(obj, "instruction", row)
+    extra = _string(obj, "input", row, optional=True)
+    output = _string(obj, key, row)
+    system = _string(obj, "system", row, optional=True)
+    _answer(output, key, row)
+    if instruction is None or output is None:
+        return used, [], None
+    prompt = instruction + "\n\n" + extra if extra and extra.strip() else instruction
+    if not prompt.strip():
+        row.warning("instruction", "empty_content",
+                    "instruction and input are both empty, so the answer has no question; "
+                    "write the instruction")
+    messages = [Message("user", prompt), Message("assistant", output)]
+    if system and system.strip():
+        messages.insert(0, Message("system", system))
+    return used, messages, None
+
+
+def _prompt_completion(obj: dict, row: _Row) -> Built:
+    used = {"prompt", "completion"}
+    for key, what in (("prompt", "the input"), ("completion", "the text to learn")):
+        if key not in obj:
+            row.missing(obj, key, "prompt_completion", what)
+    if any(f.severity == ERROR for f in row.findings):
+        return used, [], None
+    prompt = _string(obj, "prompt", row)
+    completion = _string(obj, "completion", row)
+    _answer(completion, "completion", row)
+    if prompt is None or completion is None:
+        return used, [], None
+    return used, [Message("user", prompt), Message("assistant", completion)], None
+
+
+def _text(obj: dict, row: _Row) -> Built:
+    if "text" not in obj:
+        row.missing(obj, "text", "text", "the document to learn")
+        return {"text"}, [], None
+    text = _string(obj, "text", row)
+    _answer(text, "text", row)
+    return {"text"}, [], text
+
+
+_BUILDERS: dict[str, Callable[[dict, _Row], Built]] = {
+    "chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion,
+    "sharegpt": _sharegpt, "text": _text,
+}
+
+
+def _list_field(value: object, field: str, code: str, row: _Row) -> list | None:
+    """A list of turns; CSV, TSV and Parquet cells may carry it as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            row.error(field, code, f"{field} must be a list of turns, got a string "
+                      f"{show_value(value)} that is not a JSON list (CSV, TSV and Parquet "
+                      "cells may hold the list as JSON text)")
+            return None
+    if not isinstance(value, list):
+        row.error(field, code, f"{field} must be a list of turns, got {type_name(value)} "
+                  f"{show_value(value)}")
+        return None
+    return value
+
+
+def _chat_role(raw: object) -> str | None:
+    return raw if raw in ROLES else None
+
+
+def _sharegpt_role(raw: object) -> str | None:
+    return SHAREGPT_ROLES.get(raw.lower()) if isinstance(raw, str) else None
+
+
+def _turns(turns: list | None, field: str, keys: tuple[str, str],
+           role_of: Callable[[object], str | None], row: _Row) -> list[Message]:
+    """Parse the turns of a conversation; report every bad turn and a missing assistant."""
+    if turns is None:
+        return []
+    role_key, content_key = keys
+    allowed = (role_key, content_key, "weight")
+    messages: list[Message] = []
+    roles: list[str] = []  # of every turn, even one whose content is bad
+    roles_ok = True
+    for i, turn in enumerate(turns):
+        where = f"{field}[{i}]"
+        if not isinstance(turn, dict):
+            row.error(where, "message_not_object",
+                      f"each turn must be an object like {{{role_key!r}: ..., "
+                      f"{content_key!r}: ...}}, got {type_name(turn)} {show_value(turn)}")
+            roles_ok = False
+            continue
+        for key, value in turn.items():
+            if key not in allowed and value is not None:  # Parquet pads absent keys with null
+                row.error(f"{where}.{key}", "unknown_key",
+                          f"{key!r} is not read by this format (only {', '.join(allowed)}); "
+                          "remove it")
+        role = _turn_role(turn, where, role_key, role_of, row)
+        roles_ok = roles_ok and role is not None
+        roles.append(role)
+        content = _turn_content(turn, where, content_key, role, row)
+        weight = _weight(turn.get("weight"), f"{where}.weight", row)
+        if role is not None and content is not None:
+            messages.append(Message(role, content, weight))
+    if not roles_ok:  # a misspelt role may be the assistant: no guesses about the rest
+        return messages
+    if "assistant" not in roles:
+        what = "is empty" if not turns else "has no assistant turn"
+        row.error(field, "no_assistant",
+                  f"the conversation {what}, so nothing would be trained; add the assistant "
+                  "reply to learn, or remove the row")
+    elif len(messages) == len(turns) and not any(_trained(m) for m in messages):
+        row.warning(field, "nothing_trained",
+                    "no turn is trained (the assistant turns have weight 0 and no turn has "
+                    "weight 1), so the row teaches nothing; set weight 1 on a reply to learn")
+    return messages
+
+
+def _trained(message: Message) -> bool:
+    if message.weight is None:
+        return message.role == "assistant"
+    return message.weight == 1
+
+
+def _turn_role(turn: dict, where: str, key: str, role_of: Callable[[object], str | None],
+               row: _Row) -> str | None:
+    names = list(SHAREGPT_ROLES) if role_of is _sharegpt_role else list(ROLES)
+    if key not in turn:
+        row.error(f"{where}.{key}", "missing_role",
+                  f"the turn has no {key!r}; add one of {', '.join(names)}")
+        return None
+    raw = turn[key]
+    role = role_of(raw)
+    if role is None:
+        close = (f" (did you mean {raw.lower()!r}?)"
+                 if isinstance(raw, str) and role_of(raw.lower()) else "")
+        row.error(f"{where}.{key}", "unknown_role",
+                  f"{key} {show_value(raw)} is not one of {', '.join(names)}{close}; rename it")
+    return role
+
+
+def _turn_content(turn: dict, where: str, key: str, role: str | None,
+                  row: _Row) -> str | None:
+    field = f"{where}.{key}"
+    if key not in turn:
+        row.error(field, "missing_content", f"the turn has no {key!r}; add its text")
+        return None
+    content = turn[key]
+    if not isinstance(content, str):
+        row.error(field, "not_string",
+                  f"{key} must be a string, got {type_name(content)} {show_value(content)}")
+        return None
+    if not content.strip():
+        if role == "assistant":
+            row.error(field, "empty_content",
+                      "the assistant turn is empty, so it would teach an empty reply; write "
+                      "the reply or remove the turn")
+        elif role is not None:
+            row.warning(field, "empty_content",
+                        f"the {role} turn is empty; write its text or remove the turn")
+    return content
+
+
+def _weight(value: object, field: str, row: _Row) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return float(value)
+    row.error(field, "bad_weight",
+              f"weight {show_value(value)} must be 0 or 1 (1 trains on this turn, 0 does not); "
+              "fix the value")
+    return None

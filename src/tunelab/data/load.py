@@ -1,0 +1,182 @@
+"""Load a data file, or a weighted mixture of files, into ``Example`` objects.
+
+Every row is accounted for: it becomes an example or it has at least one finding, and
+one error anywhere stops the load with a report of all of them (``DataError``), so a
+run never trains on a silently shortened data set. ``check_file`` is the same pass
+without raising, for ``tunelab data check``. This module knows nothing of tokenizers,
+templates or training; it only reads, converts and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+
+from tunelab.data.example import Example
+from tunelab.data.findings import Finding
+from tunelab.data.formats import FORMATS, detect_format, to_example
+from tunelab.data.readers import read_records
+from tunelab.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+# Warnings logged one by one on a successful load; the rest are counted.
+_MAX_LOGGED = 20
+
+
+def check_file(path: str | Path,
+               format: str = "auto") -> tuple[list[Example], list[Finding]]:
+    """Read and convert a whole file, returning every example and every finding.
+
+    Args:
+        path: a ``.jsonl``, ``.json``, ``.csv``, ``.tsv`` or ``.parquet`` file.
+        format: one of ``FORMATS``, or ``"auto"``: the format of the first row whose keys
+            fit one; a later row in another format is a ``mixed_formats`` error.
+
+    Returns:
+        ``(examples, findings)`` in file order. A row with an error-severity finding has
+        no example; warnings come with their example.
+
+    Raises:
+        DataError: ``format`` is not a known name, or the file is missing or unreadable
+            (bad content is reported as findings, never raised).
+    """
+    if format != "auto" and format not in FORMATS:
+        raise DataError(f"{path}: format {format!r} is not one of auto, {', '.join(FORMATS)}",
+                        hint="pick one of them; 'auto' detects it from the first row")
+    source = str(path)
+    examples: list[Example] = []
+    findings: list[Finding] = []
+    chosen = None if format == "auto" else format
+    chosen_at = 0  # line of the row that fixed the format in auto mode
+    for line, row in read_records(Path(path)):
+        if isinstance(row, Finding):
+            findings.append(row)
+            continue
+        fmt = chosen
+        if format == "auto" and isinstance(row, dict):
+            found = detect_format(row)
+            if chosen is None and found is None:
+                findings.append(_no_format(row, source, line))
+                continue
+            if chosen is None:
+                chosen, chosen_at, fmt = found, line, found
+            elif found is not None and found != chosen:
+                findings.append(Finding(
+                    source, line, None, "mixed_formats",
+                    f"the row is {found} (keys {_keys(row)}) but the file is {chosen} from "
+                    f"line {chosen_at}; convert the row to {chosen} or split the file by format"))
+                continue
+        example, row_findings = to_example(row, fmt or "chat", source, line)
+        findings.extend(row_findings)
+        if example is not None:
+            examples.append(example)
+    return examples, findings
+
+
+def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
+    """Load every row of a file as an ``Example``, or fail with a report of every problem.
+
+    Args:
+        path: a ``.jsonl``, ``.json``, ``.csv``, ``.tsv`` or ``.parquet`` file.
+        format: one of ``FORMATS``, or ``"auto"`` to detect it from the first row.
+
+    Returns:
+        One example per row, in file order. Warnings are logged, not raised.
+
+    Raises:
+        DataError: the file is missing or unreadable, ``format`` is unknown, or any row has
+            an error; ``findings`` then lists every error as ``file:line field: [code] ...``.
+    """
+    examples, findings = check_file(path, format)
+    errors = [f for f in findings if f.is_error]
+    if errors:
+        lines = len({f.line for f in errors})
+        raise DataError(
+            f"{path}: {len(errors)} error(s) on {lines} line(s); nothing was loaded",
+            findings=[str(f) for f in errors],
+            hint=f"fix the rows above, or run `tunelab data check {path}` for a full report")
+    _log_warnings(path, [f for f in findings if not f.is_error])
+    return examples
+
+
+def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int) -> list[Example]:
+    """Load several files and repeat or subsample each by its weight.
+
+    A weight of 1.0 keeps every row once, 2.0 twice, 0.5 a seeded random half (rounded
+    half up) and 2.5 every row twice plus a seeded random half. Subsampled rows keep
+    their file order. The result is the sources concatenated in order: shuffling is the
+    trainer's job. Repeated rows are the same ``Example`` objects: do not mutate them.
+
+    Args:
+        sources: ``(path, format, weight)`` per file; ``format`` as in ``load_examples``.
+        seed: the same seed gives the same rows.
+
+    Returns:
+        The examples of every source.
+
+    Raises:
+        DataError: there are no sources, a weight is not a positive finite number, or a
+            file cannot be loaded; every source is checked and all problems are reported.
+    """
+    if not sources:
+        raise DataError("the data mixture has no sources",
+                        hint="list at least one (path, format, weight)")
+    report: list[str] = []
+    loaded: list[list[Example]] = []
+    for path, fmt, weight in sources:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not math.isfinite(weight) or weight <= 0:
+            report.append(f"{path}: weight {weight!r} must be a positive number (1.0 = every "
+                          "row once, 2.0 = twice, 0.5 = a random half); remove the source "
+                          "rather than giving it weight 0")
+            continue
+        try:
+            loaded.append(load_examples(path, fmt))
+        except DataError as e:
+            report.extend(e.findings or [f"{e.message} ({e.hint})" if e.hint else e.message])
+    if report:
+        raise DataError(f"the data mixture of {len(sources)} source(s) cannot be loaded",
+                        findings=report,
+                        hint="fix the sources above; `tunelab data check FILE` reports one file")
+    mixed: list[Example] = []
+    for index, ((path, _, weight), examples) in enumerate(zip(sources, loaded, strict=True)):
+        rng = random.Random(f"tunelab.mixture:{seed}:{index}")
+        mixed.extend(_weighted(examples, weight, rng))
+        if len(examples) and weight < 1 and not math.floor((weight % 1) * len(examples) + 0.5):
+            logger.warning("%s: weight %s of %d rows rounds to no rows at all", path, weight,
+                           len(examples))
+    return mixed
+
+
+def _weighted(examples: list[Example], weight: float, rng: random.Random) -> list[Example]:
+    """Every row ``int(weight)`` times, then a random share of ``weight % 1`` in file order."""
+    whole = int(weight)
+    share = math.floor((weight - whole) * len(examples) + 0.5)
+    picked = sorted(rng.sample(range(len(examples)), share))
+    return examples * whole + [examples[i] for i in picked]
+
+
+def _keys(row: dict) -> str:
+    return ", ".join(map(repr, row)) or "none"
+
+
+# The keys that make ``detect_format`` pick each format, for the unknown_format message.
+_KEYS = ("chat (messages), alpaca (instruction, output), prompt_completion (prompt, "
+         "completion), sharegpt (conversations), text (text)")
+
+
+def _no_format(row: dict, source: str, line: int) -> Finding:
+    return Finding(source, line, None, "unknown_format",
+                   f"no format fits the keys {_keys(row)}; rename the fields to fit one of "
+                   f"{_KEYS}")
+
+
+def _log_warnings(path: str | Path, warnings: list[Finding]) -> None:
+    for finding in warnings[:_MAX_LOGGED]:
+        logger.warning("%s", finding)
+    if len(warnings) > _MAX_LOGGED:
+        logger.warning("%s: %d more warning(s); run `tunelab data check %s` to see them all",
+                       path, len(warnings) - _MAX_LOGGED, path)

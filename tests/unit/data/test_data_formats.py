@@ -1,0 +1,201 @@
+"""detect_format and to_example: each format to an Example, each defect to a finding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunelab.data.example import Example, Message
+from tunelab.data.findings import Finding
+from tunelab.data.formats import FORMATS, detect_format, to_example
+
+
+def convert(obj, fmt):
+    return to_example(obj, fmt, "d.jsonl", 7)
+
+
+def error_codes(findings):
+    return [(f.field, f.code) for f in findings if f.severity == "error"]
+
+
+@pytest.mark.parametrize("obj, fmt", [
+    ({"messages": []}, "chat"),
+    ({"instruction": "a", "output": "b"}, "alpaca"),
+    ({"instruction": "a", "response": "b"}, "alpaca"),
+    ({"prompt": "a", "completion": "b"}, "prompt_completion"),
+    ({"conversations": []}, "sharegpt"),
+    ({"text": "a", "label": 1}, "text"),
+    ({"instruction": "a"}, None),
+    ({"label": 1, "sentence": "x"}, None),
+    ([1, 2], None),
+])
+def test_detect_format_by_keys(obj, fmt):
+    assert detect_format(obj) == fmt
+    assert fmt is None or fmt in FORMATS
+
+
+def test_chat_keeps_weights_and_passes_extra_fields_to_meta():
+    obj = {"messages": [{"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "Hi", "weight": 0},
+                        {"role": "assistant", "content": "Hello", "weight": 1}],
+           "id": "a1", "label": 3}
+    example, findings = convert(obj, "chat")
+    assert findings == []
+    assert example == Example(
+        messages=[Message("system", "Be brief."), Message("user", "Hi", 0.0),
+                  Message("assistant", "Hello", 1.0)],
+        source="d.jsonl", line=7, meta={"id": "a1", "label": 3})
+
+
+def test_chat_messages_as_json_text_from_a_csv_cell():
+    cell = json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}])
+    example, findings = convert({"messages": cell}, "chat")
+    assert findings == [] and [m.role for m in example.messages] == ["user", "assistant"]
+
+
+def test_unknown_role_message_is_actionable():
+    obj = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                        {"role": "bot", "content": "c"}]}
+    example, findings = convert(obj, "chat")
+    assert example is None
+    assert [str(f) for f in findings] == [
+        "d.jsonl:7 messages[2].role: [unknown_role] role 'bot' is not one of system, user, "
+        "assistant; rename it"]
+
+
+def test_every_defect_of_one_row_is_reported():
+    obj = {"messages": [
+        {"role": "User", "content": "a"},
+        {"content": "b"},
+        {"role": "user"},
+        {"role": "assistant", "content": 5, "weight": 0.5},
+        {"role": "assistant", "content": "  ", "name": "x"},
+        "hello",
+    ]}
+    example, findings = convert(obj, "chat")
+    assert example is None
+    assert error_codes(findings) == [
+        ("messages[0].role", "unknown_role"),
+        ("messages[1].role", "missing_role"),
+        ("messages[2].content", "missing_content"),
+        ("messages[3].content", "not_string"),
+        ("messages[3].weight", "bad_weight"),
+        ("messages[4].name", "unknown_key"),
+        ("messages[4].content", "empty_content"),
+        ("messages[5]", "message_not_object"),
+    ]
+    assert "did you mean 'user'?" in findings[0].message
+    assert "got a number 5" in findings[3].message
+
+
+@pytest.mark.parametrize("messages, code", [
+    ([], "no_assistant"),
+    ([{"role": "user", "content": "a"}], "no_assistant"),
+    ("not json", "messages_not_list"),
+    ({"role": "user"}, "messages_not_list"),
+])
+def test_chat_conversation_level_errors(messages, code):
+    example, findings = convert({"messages": messages}, "chat")
+    assert example is None and error_codes(findings) == [("messages", code)]
+
+
+@pytest.mark.parametrize("weight", [True, "1", 2, -1, 0.5, float("nan")])
+def test_bad_weights(weight):
+    obj = {"messages": [{"role": "user", "content": "a"},
+                        {"role": "assistant", "content": "b", "weight": weight}]}
+    assert error_codes(convert(obj, "chat")[1]) == [("messages[1].weight", "bad_weight")]
+
+
+def test_null_keys_are_ignored_and_empty_user_turn_is_only_a_warning():
+    obj = {"messages": [{"role": "user", "content": "", "weight": None, "name": None},
+                        {"role": "assistant", "content": "b"}]}
+    example, findings = convert(obj, "chat")
+    assert example is not None and example.messages[0].weight is None
+    assert [(f.field, f.code, f.severity) for f in findings] == [
+        ("messages[0].content", "empty_content", "warning")]
+
+
+def test_all_weights_zero_warns_that_nothing_is_trained():
+    obj = {"messages": [{"role": "user", "content": "a"},
+                        {"role": "assistant", "content": "b", "weight": 0}]}
+    example, findings = convert(obj, "chat")
+    assert example is not None and [f.code for f in findings] == ["nothing_trained"]
+
+
+def test_alpaca_joins_input_and_takes_system():
+    example, findings = convert({"instruction": "Add", "input": "2 and 2", "output": "4",
+                                 "system": "Be exact.", "category": "math"}, "alpaca")
+    assert findings == []
+    assert example.messages == [Message("system", "Be exact."), Message("user", "Add\n\n2 and 2"),
+                                Message("assistant", "4")]
+    assert example.meta == {"category": "math"}
+
+
+@pytest.mark.parametrize("extra", [{"input": ""}, {"input": "   "}, {"input": None}, {}])
+def test_alpaca_response_alias_with_empty_input_like_gpteacher(extra):
+    example, findings = convert({"instruction": "Say hi", **extra, "response": "hi"}, "alpaca")
+    assert findings == []
+    assert example.messages == [Message("user", "Say hi"), Message("assistant", "hi")]
+    assert example.meta == {}
+
+
+def test_alpaca_problems():
+    assert error_codes(convert({"instruction": "a", "output": ""}, "alpaca")[1]) == [
+        ("output", "empty_content")]
+    assert error_codes(convert({"instruction": 3, "output": "b"}, "alpaca")[1]) == [
+        ("instruction", "not_string")]
+    assert error_codes(convert({"instruction": "a", "output": "b", "response": "c"},
+                               "alpaca")[1]) == [("response", "conflicting_fields")]
+    _, findings = convert({"messages": [], "instruction": "a"}, "alpaca")
+    assert error_codes(findings) == [("output", "missing_field")]
+    assert "format='chat'" in findings[0].message
+
+
+def test_prompt_completion_and_text():
+    example, _ = convert({"prompt": "Q", "completion": "A", "id": 1}, "prompt_completion")
+    assert example.messages == [Message("user", "Q"), Message("assistant", "A")]
+    assert example.meta == {"id": 1}
+    example, _ = convert({"text": "doc", "label": "pos"}, "text")
+    assert example == Example(messages=[], text="doc", source="d.jsonl", line=7,
+                              meta={"label": "pos"})
+    assert error_codes(convert({"text": ["a"]}, "text")[1]) == [("text", "not_string")]
+    assert error_codes(convert({"prompt": "Q"}, "prompt_completion")[1]) == [
+        ("completion", "missing_field")]
+
+
+def test_sharegpt_maps_speakers():
+    obj = {"id": "c1", "system": "Sys", "conversations": [
+        {"from": "human", "value": "a"}, {"from": "gpt", "value": "b"},
+        {"from": "user", "value": "c"}, {"from": "ChatGPT", "value": "d"},
+        {"from": "bing", "value": "e"}, {"from": "bard", "value": "f"}]}
+    example, findings = convert(obj, "sharegpt")
+    assert findings == []
+    assert [m.role for m in example.messages] == [
+        "system", "user", "assistant", "user", "assistant", "assistant", "assistant"]
+    assert example.meta == {"id": "c1"}
+
+
+def test_sharegpt_unknown_speaker_is_an_error():
+    obj = {"conversations": [{"from": "human", "value": "a"}, {"from": "robot", "value": "b"}]}
+    example, findings = convert(obj, "sharegpt")
+    assert example is None
+    assert error_codes(findings) == [("conversations[1].from", "unknown_role")]
+    assert "'robot' is not one of human" in findings[0].message
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_row_that_is_not_an_object(fmt):
+    example, findings = convert(["a"], fmt)
+    assert example is None and [f.code for f in findings] == ["row_not_object"]
+    assert isinstance(findings[0], Finding) and "a list" in findings[0].message
+
+
+def test_unknown_format_name():
+    assert [f.code for f in convert({"text": "a"}, "csv")[1]] == ["unknown_format"]
+
+
+def test_a_bad_assistant_turn_is_one_error_without_follow_on_noise():
+    obj = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}]}
+    _, findings = convert(obj, "chat")
+    assert [(f.field, f.code) for f in findings] == [("messages[1].content", "not_string")]
