@@ -1,1 +1,1 @@
-"""tunelab.tracking"""
+"""Run folders, the run listing, metric loggers. Knows nothing of training."""

@@ -1,0 +1,215 @@
+"""The training loop: steps, validation, early stopping, keep-best.
+
+The loop receives a prepared model, its optimizer and schedule, the tokenized rows and
+the training settings; it knows nothing of files, configs or the CLI. What it observes
+goes to a ``MetricSink`` (the run folder's loggers, a progress bar).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from tunelab.config.schema import TrainSettings
+from tunelab.data.template import TokenizedExample
+from tunelab.errors import TrainingError
+from tunelab.train.batching import collate, iter_steps, steps_per_epoch
+from tunelab.train.loss import step_loss_sum
+
+
+class MetricSink(Protocol):
+    def log(self, split: str, step: int, metrics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """What a finished loop reports."""
+
+    steps: int
+    epochs_completed: float
+    train_loss: float  # mean loss of the last logged window
+    train_tokens: int
+    train_seconds: float
+    tokens_per_second: float
+    initial_val_loss: float | None = None
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
+    validations: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+
+
+def total_steps(num_rows: int, settings: TrainSettings) -> int:
+    """Optimizer steps of the whole run (max_steps wins over epochs)."""
+    if settings.max_steps is not None:
+        return settings.max_steps
+    spe = steps_per_epoch(num_rows, settings.batch_size, settings.gradient_accumulation_steps)
+    return max(1, math.ceil(spe * settings.epochs))
+
+
+@torch.inference_mode()
+def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int, pad_id: int,
+                  device: torch.device) -> dict[str, float]:
+    """Loss, perplexity and next-token accuracy over answer tokens of ``rows``.
+
+    Batches are evaluated one at a time and only sums are kept: no logits accumulate.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, tokens, correct = 0.0, 0, 0
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # less padding
+    for k in range(0, len(order), batch_size):
+        idx = order[k:k + batch_size]
+        mb = collate([rows[i] for i in idx], idx, pad_id)
+        s, n, c = step_loss_sum(model, mb.input_ids.to(device), mb.attention_mask.to(device),
+                                mb.labels.to(device))
+        loss_sum += float(s)
+        tokens += n
+        correct += c
+    model.train(was_training)
+    loss = loss_sum / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+            "token_accuracy": correct / max(tokens, 1), "tokens": float(tokens)}
+
+
+class TrainLoop:
+    """One training run over prepared parts.
+
+    Args:
+        model: the (possibly peft-wrapped) model, on the accelerator's device.
+        optimizer: its optimizer.
+        scheduler: the LR schedule, stepped once per optimizer step.
+        accelerator: an ``accelerate.Accelerator`` (device placement, backward, clipping).
+        train_rows, val_rows: tokenized examples.
+        settings: the train section of the config.
+        pad_id: the padding token id.
+        sink: where metrics go.
+        on_best: called with the step when validation loss improves (keep-best).
+        progress: a tqdm-like factory, or None for silence.
+    """
+
+    def __init__(self, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
+                 train_rows: Sequence[TokenizedExample], val_rows: Sequence[TokenizedExample],
+                 settings: TrainSettings, pad_id: int, sink: MetricSink,
+                 on_best: Callable[[int], None] | None = None, progress: Callable | None = None) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.accelerator = accelerator
+        self.train_rows = train_rows
+        self.val_rows = val_rows
+        self.settings = settings
+        self.pad_id = pad_id
+        self.sink = sink
+        self.on_best = on_best
+        self.progress = progress
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def _optimizer_step(self, micro_batches: list, step: int) -> dict[str, float]:
+        """Forward/backward every micro-batch of a step, then one optimizer update."""
+        dev = self.accelerator.device
+        step_tokens = sum(mb.num_loss_tokens for mb in micro_batches)
+        loss_total, correct = 0.0, 0
+        for mb in micro_batches:
+            s, n, c = step_loss_sum(self.model, mb.input_ids.to(dev), mb.attention_mask.to(dev),
+                                    mb.labels.to(dev))
+            if n == 0:
+                continue
+            part = s / step_tokens  # each micro-batch adds its share of the step mean
+            self.accelerator.backward(part)
+            loss_total += float(part.detach())
+            correct += c
+        if step_tokens and not math.isfinite(loss_total):
+            raise TrainingError(
+                f"the loss became {loss_total} at step {step}",
+                hint="lower train.learning_rate, or set train.max_grad_norm",
+            )
+        grad_norm = float("nan")
+        if self.settings.max_grad_norm is not None and step_tokens:
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.params, self.settings.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss_total, "loss_tokens": float(step_tokens), "grad_norm": grad_norm,
+                "tokens": float(sum(mb.num_tokens for mb in micro_batches)),
+                "token_accuracy": correct / max(step_tokens, 1)}
+
+    def _validate(self, step: int, result: TrainResult) -> bool:
+        """Run validation; returns True when training should stop early."""
+        if not self.val_rows:
+            return False
+        metrics = evaluate_loss(self.model, self.val_rows, self.settings.batch_size, self.pad_id,
+                                self.accelerator.device)
+        metrics["step"] = step
+        result.validations.append(metrics)
+        self.sink.log("validation", step, metrics)
+        if result.best_val_loss is None or metrics["loss"] < result.best_val_loss:
+            result.best_val_loss, result.best_step = metrics["loss"], step
+            if self.on_best is not None:
+                self.on_best(step)
+            return False
+        patience = self.settings.early_stopping_patience
+        since_best = sum(1 for v in result.validations if v["step"] > result.best_step)
+        return patience is not None and since_best >= patience
+
+    def run(self) -> TrainResult:
+        s = self.settings
+        n_rows = len(self.train_rows)
+        if n_rows == 0:
+            raise TrainingError("no training rows are left after tokenization",
+                                hint="check data.max_length and data.overlength")
+        total = total_steps(n_rows, s)
+        spe = steps_per_epoch(n_rows, s.batch_size, s.gradient_accumulation_steps)
+        result = TrainResult(0, 0.0, float("nan"), 0, 0.0, 0.0)
+        self.model.train()
+        bar = self.progress(total=total, desc="train", unit="step") if self.progress else None
+        if s.eval_at_start and self.val_rows:
+            # The baseline: logged, but not a candidate for keep-best or patience.
+            start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
+                                  self.accelerator.device)
+            result.initial_val_loss = start["loss"]
+            self.sink.log("validation", 0, {**start, "step": 0})
+        t0 = time.perf_counter()
+        window: list[float] = []
+        step, epoch, stop = 0, 0, False
+        while step < total and not stop:
+            for micro in iter_steps(self.train_rows, s.batch_size, s.gradient_accumulation_steps,
+                                    s.seed, epoch, self.pad_id, s.group_by_length):
+                m = self._optimizer_step(micro, step + 1)
+                step += 1
+                result.train_tokens += int(m["tokens"])
+                result.step_losses.append(m["loss"])
+                window.append(m["loss"])
+                elapsed = time.perf_counter() - t0
+                if step % s.log_every == 0 or step == total:
+                    m.update(lr=self.scheduler.get_last_lr()[0], epoch=epoch + (step - epoch * spe) / spe,
+                             tokens_per_second=result.train_tokens / max(elapsed, 1e-9))
+                    self.sink.log("train", step, m)
+                    result.train_loss = sum(window) / len(window)
+                    window = []
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                                    tok_s=f"{result.train_tokens / max(elapsed, 1e-9):.0f}")
+                if s.eval_every and step % s.eval_every == 0 and step < total:
+                    stop = self._validate(step, result)
+                    result.stopped_early = stop
+                if step >= total or stop:
+                    break
+            epoch += 1
+        if not stop:
+            self._validate(step, result)
+        if bar is not None:
+            bar.close()
+        result.steps = step
+        result.epochs_completed = step / spe
+        result.train_seconds = time.perf_counter() - t0
+        result.tokens_per_second = result.train_tokens / max(result.train_seconds, 1e-9)
+        if window:
+            result.train_loss = sum(window) / len(window)
+        return result
