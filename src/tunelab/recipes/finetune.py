@@ -1,0 +1,262 @@
+"""The `tunelab train` recipe: config in, run folder out.
+
+This is the only place that sees the whole run config; each component gets its own
+section. Set-up happens in named steps, in order: the data is read and validated first
+(bad rows stop the run before a model is loaded), then the model, tokenization, the run
+folder (created only once all of that worked) and the optimizer; then the loop runs
+and the result is saved.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config.loader import dump_config
+from tunelab.config.schema import RunConfig
+from tunelab.data.length import LengthReport, apply_length_policy
+from tunelab.data.load import load_mixture
+from tunelab.data.split import holdout_split
+from tunelab.data.template import TokenizedExample, resolve_chat_template, tokenize_example
+from tunelab.models import adapters
+from tunelab.models.loading import load_causal_lm, load_tokenizer
+from tunelab.models.resolve import resolve_model
+from tunelab.tracking.loggers import RunLogger
+from tunelab.tracking.run_dir import (
+    create_run_dir,
+    fingerprint_inputs,
+    new_run_name,
+    write_json_atomic,
+    write_text_atomic,
+)
+from tunelab.train.loop import TrainLoop, TrainResult, total_steps
+from tunelab.train.schedule import build_scheduler, warmup_steps
+
+
+def say(msg: str) -> None:
+    """Progress messages go to stderr, so stdout stays for results."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class FinetuneRun:
+    """Everything a run set up, kept for the steps after training."""
+
+    cfg: RunConfig
+    run_dir: Path | None = None
+    model_path: Path | None = None
+    tokenizer: Any = None
+    model: Any = None
+    new_token_ids: list[int] = field(default_factory=list)
+    train_rows: list[TokenizedExample] = field(default_factory=list)
+    val_rows: list[TokenizedExample] = field(default_factory=list)
+    length_report: dict = field(default_factory=dict)
+    best_state: dict | None = None
+
+
+def _setup_run_dir(run: FinetuneRun) -> None:
+    cfg = run.cfg
+    name = cfg.output.name or new_run_name(cfg.model.name)
+    run.run_dir = create_run_dir(cfg.output.dir, name)
+    write_text_atomic(run.run_dir / "config.yaml", dump_config(cfg))
+    say(f"run folder: {run.run_dir}")
+
+
+def _setup_model(run: FinetuneRun) -> None:
+    import torch
+
+    ms, ts = run.cfg.model, run.cfg.train
+    if ts.num_threads:
+        torch.set_num_threads(ts.num_threads)
+    torch.manual_seed(ts.seed)
+    run.model_path = resolve_model(ms.name)
+    run.tokenizer = load_tokenizer(run.model_path, trust_remote_code=ms.trust_remote_code)
+    run.model = load_causal_lm(run.model_path, trust_remote_code=ms.trust_remote_code, dtype=ms.dtype)
+    run.new_token_ids = adapters.add_special_tokens(run.model, run.tokenizer, ms.add_special_tokens)
+    if ts.dropout is not None:
+        adapters.set_dropout(run.model, ts.dropout)
+    if ts.method == "lora":
+        run.model = adapters.apply_lora(run.model, run.cfg.lora, run.new_token_ids)
+    elif ts.method == "freeze":
+        adapters.apply_freeze(run.model, run.cfg.freeze)
+        if run.new_token_ids:
+            run.model.get_input_embeddings().weight.requires_grad_(True)
+    else:
+        adapters.apply_full(run.model)
+    n = adapters.count_parameters(run.model)
+    say(f"model: {ms.name} ({run.model_path}); method {ts.method}: "
+        f"{n.trainable:,} of {n.total:,} parameters train ({n.percent:.2f}%)")
+
+
+def _tokenize(run: FinetuneRun, examples: list) -> tuple[list[TokenizedExample], LengthReport]:
+    ds = run.cfg.data
+    template = resolve_chat_template(run.tokenizer, ds.chat_template) if any(
+        e.text is None for e in examples) else None
+    rows = [tokenize_example(run.tokenizer, e, template) for e in examples]
+    return apply_length_policy(rows, ds.max_length, ds.overlength)
+
+
+def _load_examples(run: FinetuneRun) -> tuple[list, list]:
+    """Read and validate every input file first: bad rows stop the run before any cost."""
+    ds, seed = run.cfg.data, run.cfg.train.seed
+    train_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.train], seed)
+    if ds.validation:
+        val_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.validation], seed)
+    else:
+        train_ex, val_ex = holdout_split(train_ex, ds.validation_split, seed)
+    return train_ex, val_ex
+
+
+def _setup_data(run: FinetuneRun, train_ex: list, val_ex: list) -> None:
+    run.train_rows, train_rep = _tokenize(run, train_ex)
+    run.val_rows, val_rep = _tokenize(run, val_ex) if val_ex else ([], None)
+    run.length_report = {"train": train_rep.as_dict(), "validation": val_rep.as_dict() if val_rep else None}
+    for split, rep in (("train", train_rep), ("validation", val_rep)):
+        if rep is not None and (rep.dropped or rep.truncated or rep.no_loss_tokens):
+            say(f"warning: {split}: {rep.dropped} row(s) dropped and {rep.truncated} truncated "
+                f"(longer than {rep.max_length} tokens, policy {rep.policy}); "
+                f"{rep.no_loss_tokens} without answer tokens set aside")
+    n_tok = sum(len(r) for r in run.train_rows)
+    say(f"data: {len(run.train_rows)} training rows ({n_tok:,} tokens), "
+        f"{len(run.val_rows)} validation rows")
+
+
+def _write_inputs(run: FinetuneRun) -> None:
+    ds = run.cfg.data
+    inputs = [s.path for s in [*ds.train, *ds.validation]]
+    write_json_atomic(run.run_dir / "inputs.json", {
+        "model": {"name": run.cfg.model.name, "path": str(run.model_path)},
+        "files": fingerprint_inputs(inputs),
+    })
+
+
+def _setup_optimizer(run: FinetuneRun, steps: int) -> tuple[Any, Any]:
+    import torch
+
+    ts = run.cfg.train
+    decay, no_decay = [], []
+    for name, p in run.model.named_parameters():
+        if p.requires_grad:
+            # Biases and norms are not decayed: decay there only shrinks scale parameters.
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": ts.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=ts.learning_rate)
+    warm = warmup_steps(steps, ts.warmup_steps, ts.warmup_ratio)
+    return opt, build_scheduler(opt, ts.lr_scheduler, steps, warm, ts.num_cycles)
+
+
+def _snapshot_trainable(model: Any) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _restore(model: Any, state: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in state:
+                p.copy_(state[n])
+
+
+def _save_result(run: FinetuneRun) -> str:
+    """Save the adapter or the weights, and the tokenizer; returns the artifact kind."""
+    out = run.run_dir
+    if run.cfg.train.method == "lora":
+        run.model.save_pretrained(out / "adapter", safe_serialization=True)
+        kind = "adapter"
+    else:
+        run.model.save_pretrained(out / "model", safe_serialization=True)
+        kind = "model"
+    run.tokenizer.save_pretrained(out / "tokenizer")
+    return kind
+
+
+def run_finetune(cfg: RunConfig, progress: bool = True) -> Path:
+    """Train per ``cfg`` and write a complete run folder.
+
+    Args:
+        cfg: the validated run config.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        TunelabError: any problem with the model, the data or training.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    started = time.time()
+    run = FinetuneRun(cfg)
+    train_ex, val_ex = _load_examples(run)
+    _setup_model(run)
+    _setup_data(run, train_ex, val_ex)
+    _setup_run_dir(run)  # only once the model loads and the data tokenizes
+    _write_inputs(run)
+    steps = total_steps(len(run.train_rows), cfg.train)
+    optimizer, scheduler = _setup_optimizer(run, steps)
+    accelerator = Accelerator(cpu=not _has_cuda(), mixed_precision="no")
+    run.model, optimizer = accelerator.prepare(run.model, optimizer)
+    logger = RunLogger(run.run_dir)
+
+    def on_best(step: int) -> None:
+        if cfg.train.keep_best:
+            run.best_state = _snapshot_trainable(run.model)
+
+    loop = TrainLoop(run.model, optimizer, scheduler, accelerator, run.train_rows, run.val_rows,
+                     cfg.train, run.tokenizer.pad_token_id, logger, on_best,
+                     progress=tqdm if progress else None)
+    try:
+        result = loop.run()
+    finally:
+        logger.close()
+    run.model = accelerator.unwrap_model(run.model)
+    used_best = bool(cfg.train.keep_best and run.best_state is not None and result.best_step != result.steps)
+    if used_best:
+        _restore(run.model, run.best_state)
+        say(f"keep-best: restored the weights of step {result.best_step} "
+            f"(validation loss {result.best_val_loss:.4f})")
+    kind = _save_result(run)
+    write_json_atomic(run.run_dir / "summary.json", _summary(run, result, kind, used_best, started))
+    say(f"done in {time.time() - started:.0f}s: {run.run_dir}")
+    return run.run_dir
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
+
+
+def _summary(run: FinetuneRun, r: TrainResult, kind: str, used_best: bool, started: float) -> dict:
+    return {
+        "status": "complete",
+        "model": run.cfg.model.name,
+        "model_path": str(run.model_path),
+        "method": run.cfg.train.method,
+        "artifact": kind,
+        "steps": r.steps,
+        "epochs": round(r.epochs_completed, 4),
+        "train_loss": r.train_loss,
+        "first_step_loss": r.step_losses[0] if r.step_losses else None,
+        "initial_val_loss": r.initial_val_loss,
+        "final_val_loss": r.validations[-1]["loss"] if r.validations else None,
+        "best_val_loss": r.best_val_loss,
+        "best_step": r.best_step,
+        "weights_from_step": r.best_step if used_best else r.steps,
+        "stopped_early": r.stopped_early,
+        "train_rows": len(run.train_rows),
+        "validation_rows": len(run.val_rows),
+        "train_tokens": r.train_tokens,
+        "train_seconds": round(r.train_seconds, 2),
+        "tokens_per_second": round(r.tokens_per_second, 1),
+        "length_policy": run.length_report,
+        "added_special_tokens": run.cfg.model.add_special_tokens,
+        "wall_seconds": round(time.time() - started, 1),
+    }

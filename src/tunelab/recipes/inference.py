@@ -1,0 +1,106 @@
+"""Load a trained run (or any model reference) for generation, and merge-export runs.
+
+A run folder holds either a LoRA adapter or full weights, plus its tokenizer; the base
+model is found again from the run's recorded path or name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.errors import StoreError
+from tunelab.models.loading import load_causal_lm, load_tokenizer
+from tunelab.models.resolve import resolve_model
+from tunelab.tracking.run_dir import find_run
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    chat_template: str | None
+    label: str
+
+
+def _run_base_path(run_dir: Path, trust_remote_code: bool) -> Path:
+    inputs = run_dir / "inputs.json"
+    if inputs.is_file():
+        rec = json.loads(inputs.read_text(encoding="utf-8"))["model"]
+        p = Path(rec["path"])
+        if (p / "config.json").is_file():
+            return p
+        return resolve_model(rec["name"])
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    return resolve_model(cfg["model"]["name"])
+
+
+def run_settings(run_dir: Path) -> dict:
+    """The resolved config a run was trained with."""
+    return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+
+
+def load_for_inference(ref: str, runs_dir: str = "runs", dtype: str = "float32") -> Loaded:
+    """Load a run folder (adapter or weights) or a model reference for generation.
+
+    Raises:
+        StoreError: a run folder is incomplete (no summary, adapter or weights).
+        ModelNotFoundError: the reference names nothing known.
+    """
+    run_dir = find_run(ref, runs_dir)
+    if run_dir is None:
+        path = resolve_model(ref)
+        tok = load_tokenizer(path)
+        return Loaded(load_causal_lm(path, dtype=dtype), tok, None, ref)
+    if not (run_dir / "summary.json").is_file():
+        raise StoreError(f"run {run_dir} did not finish (no summary.json)",
+                         hint="train it again; an unfinished run has no final weights")
+    cfg = run_settings(run_dir)
+    trust = bool(cfg["model"].get("trust_remote_code", False))
+    template = cfg["data"].get("chat_template")
+    tok = load_tokenizer(run_dir / "tokenizer", trust_remote_code=trust)
+    if (run_dir / "model").is_dir():
+        return Loaded(load_causal_lm(run_dir / "model", trust, dtype), tok, template, run_dir.name)
+    if not (run_dir / "adapter").is_dir():
+        raise StoreError(f"run {run_dir} has neither adapter/ nor model/", hint="train it again")
+    from peft import PeftModel
+
+    base = load_causal_lm(_run_base_path(run_dir, trust), trust, dtype)
+    if len(tok) > base.get_input_embeddings().weight.shape[0]:
+        base.resize_token_embeddings(len(tok), mean_resizing=False)
+    model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+    model.eval()
+    return Loaded(model, tok, template, run_dir.name)
+
+
+def export_merged(ref: str, out: Path, runs_dir: str = "runs", overwrite: bool = False) -> Path:
+    """Write a standalone model folder (adapter merged in) that plain transformers loads.
+
+    Raises:
+        StoreError: ``ref`` is not a complete run, or ``out`` exists.
+    """
+    from tunelab.models.export import merge_adapter
+
+    run_dir = find_run(ref, runs_dir)
+    if run_dir is None or not (run_dir / "summary.json").is_file():
+        raise StoreError(f"{ref!r} is not a finished run folder", hint="`tunelab runs list` shows runs")
+    cfg = run_settings(run_dir)
+    trust = bool(cfg["model"].get("trust_remote_code", False))
+    if (run_dir / "model").is_dir():
+        if out.exists() and not overwrite:
+            raise StoreError(f"{out} exists already", hint="choose a new output folder, or --overwrite")
+        import shutil
+
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(run_dir / "model", tmp)
+        load_tokenizer(run_dir / "tokenizer").save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        return out
+    return merge_adapter(_run_base_path(run_dir, trust), run_dir / "adapter", out, run_dir / "tokenizer",
+                         overwrite=overwrite, trust_remote_code=trust)
