@@ -23,7 +23,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from tunelab.recipes.finetune import run_finetune
 
     cfg = load_config(a.config, a.overrides)
-    run_dir = run_finetune(cfg, progress=not a.no_progress)
+    run_dir = run_finetune(cfg, progress=not a.no_progress, resume=a.resume,
+                           force_resume=a.force_resume)
+    if not (run_dir / "summary.json").is_file():
+        print(f"run: {run_dir} (stopped; resume with --resume {run_dir})")
+        return EXIT_OK
     summary = json.loads((run_dir / "summary.json").read_text())
     print(f"run: {run_dir}")
     print(f"steps {summary['steps']}, train loss {summary['train_loss']:.4f}, "
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="the run config (YAML)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.learning_rate=1e-4")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="continue from the newest complete checkpoint (auto) or a run/checkpoint folder")
+    t.add_argument("--force-resume", action="store_true",
+                   help="resume even if model, data, batch size, accumulation or seed changed (logged)")
     t.set_defaults(func=_cmd_train)
 
     m = sub.add_parser("models", help="the model store: pull, import, list")

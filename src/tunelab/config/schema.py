@@ -111,6 +111,8 @@ class TrainSettings(_Section):
     eval_at_start: bool = True  # validate before the first step: the baseline to beat
     early_stopping_patience: int | None = Field(None, gt=0)  # validations without improvement
     keep_best: bool = True  # save the weights of the best validation loss as the result
+    save_every: int = Field(50, ge=0)  # optimizer steps between checkpoints; 0 = only on a stop signal
+    keep_last: int | None = Field(2, gt=0)  # complete checkpoints kept (None = all)
     log_every: int = Field(1, gt=0)  # optimizer steps between metric lines
     group_by_length: bool = True  # batch rows of similar length: less padding
     num_threads: int | None = Field(None, gt=0)  # torch threads; None = all cores

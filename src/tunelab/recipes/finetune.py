@@ -22,9 +22,12 @@ from tunelab.data.length import LengthReport, apply_length_policy
 from tunelab.data.load import load_mixture
 from tunelab.data.split import holdout_split
 from tunelab.data.template import TokenizedExample, resolve_chat_template, tokenize_example
+from tunelab.errors import TrainingError
 from tunelab.models import adapters
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
+from tunelab.recipes.resume import CHECKPOINTS, find_resume_point, identity_changes, run_identity
+from tunelab.recipes.signals import graceful_stop
 from tunelab.tracking.loggers import RunLogger
 from tunelab.tracking.run_dir import (
     create_run_dir,
@@ -32,6 +35,14 @@ from tunelab.tracking.run_dir import (
     new_run_name,
     write_json_atomic,
     write_text_atomic,
+)
+from tunelab.train.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_state,
+    remove_strays,
+    rotate,
+    save_checkpoint,
+    trainable_state,
 )
 from tunelab.train.loop import TrainLoop, TrainResult, total_steps
 from tunelab.train.schedule import build_scheduler, warmup_steps
@@ -55,7 +66,6 @@ class FinetuneRun:
     train_rows: list[TokenizedExample] = field(default_factory=list)
     val_rows: list[TokenizedExample] = field(default_factory=list)
     length_report: dict = field(default_factory=dict)
-    best_state: dict | None = None
 
 
 def _setup_run_dir(run: FinetuneRun) -> None:
@@ -125,12 +135,10 @@ def _setup_data(run: FinetuneRun, train_ex: list, val_ex: list) -> None:
         f"{len(run.val_rows)} validation rows")
 
 
-def _write_inputs(run: FinetuneRun) -> None:
-    ds = run.cfg.data
-    inputs = [s.path for s in [*ds.train, *ds.validation]]
+def _write_inputs(run: FinetuneRun, hashes: list[dict]) -> None:
     write_json_atomic(run.run_dir / "inputs.json", {
         "model": {"name": run.cfg.model.name, "path": str(run.model_path)},
-        "files": fingerprint_inputs(inputs),
+        "files": hashes,
     })
 
 
@@ -150,19 +158,6 @@ def _setup_optimizer(run: FinetuneRun, steps: int) -> tuple[Any, Any]:
     return opt, build_scheduler(opt, ts.lr_scheduler, steps, warm, ts.num_cycles)
 
 
-def _snapshot_trainable(model: Any) -> dict:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _restore(model: Any, state: dict) -> None:
-    import torch
-
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n in state:
-                p.copy_(state[n])
-
-
 def _save_result(run: FinetuneRun) -> str:
     """Save the adapter or the weights, and the tokenizer; returns the artifact kind."""
     out = run.run_dir
@@ -176,15 +171,74 @@ def _save_result(run: FinetuneRun) -> str:
     return kind
 
 
-def run_finetune(cfg: RunConfig, progress: bool = True) -> Path:
+def _save_best(run: FinetuneRun, step: int) -> None:
+    """Keep the best weights on disk (not in memory), so they survive a crash."""
+    from safetensors.torch import save_file
+
+    best = run.run_dir / "best"
+    best.mkdir(exist_ok=True)
+    tmp = best / ".weights.safetensors.tmp"
+    save_file(trainable_state(run.model), str(tmp), metadata={"step": str(step)})
+    os.replace(tmp, best / "weights.safetensors")
+
+
+def _restore_best(run: FinetuneRun) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run.run_dir / "best" / "weights.safetensors"))
+    params = dict(run.model.named_parameters())
+    with torch.no_grad():
+        for n, t in weights.items():
+            params[n].copy_(t)
+
+
+def _open_run(run: FinetuneRun, resume: str | None) -> Path | None:
+    """Create the run folder, or find the one to resume; returns the checkpoint, if any."""
+    found = find_resume_point(run.cfg, resume) if resume else None
+    if found is None:
+        if resume == "auto":
+            say("resume auto: no unfinished run with a checkpoint; starting a new run")
+        _setup_run_dir(run)
+        return None
+    run.run_dir, ckpt = found
+    removed = remove_strays(run.run_dir / CHECKPOINTS)
+    if removed:
+        say(f"removed unfinished checkpoint folders: {', '.join(removed)}")
+    return ckpt
+
+
+def _check_identity(saved: dict, now: dict, force: bool) -> list[str]:
+    """The changed fields (allowed only when forced).
+
+    Raises:
+        TrainingError: settings changed and ``force`` is false.
+    """
+    changes = identity_changes(saved, now)
+    if not changes:
+        return []
+    if not force:
+        raise TrainingError(
+            "the run cannot resume with changed settings:\n" + "\n".join(f"  - {c}" for c in changes),
+            hint="restore the original settings, start a new run, or pass --force-resume",
+        )
+    say("warning: resuming with changed settings (--force-resume): " + "; ".join(changes))
+    return changes
+
+
+def run_finetune(cfg: RunConfig, progress: bool = True, resume: str | None = None,
+                 force_resume: bool = False) -> Path:
     """Train per ``cfg`` and write a complete run folder.
 
     Args:
         cfg: the validated run config.
         progress: show a progress bar on stderr.
+        resume: None (a new run), ``auto`` or a run/checkpoint folder to continue.
+        force_resume: resume even when model, data, batch, accumulation or seed changed.
 
     Returns:
-        The run folder.
+        The run folder. A run stopped by a signal returns with a checkpoint and
+        without ``summary.json``.
 
     Raises:
         TunelabError: any problem with the model, the data or training.
@@ -197,29 +251,58 @@ def run_finetune(cfg: RunConfig, progress: bool = True) -> Path:
     train_ex, val_ex = _load_examples(run)
     _setup_model(run)
     _setup_data(run, train_ex, val_ex)
-    _setup_run_dir(run)  # only once the model loads and the data tokenizes
-    _write_inputs(run)
+    ckpt = _open_run(run, resume)  # only once the model loads and the data tokenizes
+    hashes = fingerprint_inputs([s.path for s in [*cfg.data.train, *cfg.data.validation]])
+    if ckpt is None:
+        _write_inputs(run, hashes)
+    identity = run_identity(cfg, hashes)
     steps = total_steps(len(run.train_rows), cfg.train)
     optimizer, scheduler = _setup_optimizer(run, steps)
     accelerator = Accelerator(cpu=not _has_cuda(), mixed_precision="no")
     run.model, optimizer = accelerator.prepare(run.model, optimizer)
-    logger = RunLogger(run.run_dir)
+    state = read_checkpoint_state(ckpt) if ckpt is not None else None
+    forced = _check_identity(state["identity"], identity, force_resume) if state else []
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, run.model, optimizer, scheduler)
+    logger = RunLogger(run.run_dir, resume_step=state["result"]["steps"] if state else None)
+    if forced:
+        logger.log_event("forced_resume", {"changes": forced})
+    if state is not None:
+        say(f"resuming {run.run_dir.name} from {ckpt.name}")
 
     def on_best(step: int) -> None:
         if cfg.train.keep_best:
-            run.best_state = _snapshot_trainable(run.model)
+            _save_best(run, step)
 
-    loop = TrainLoop(run.model, optimizer, scheduler, accelerator, run.train_rows, run.val_rows,
-                     cfg.train, run.tokenizer.pad_token_id, logger, on_best,
-                     progress=tqdm if progress else None)
-    try:
-        result = loop.run()
-    finally:
-        logger.close()
+    def on_checkpoint(step: int, loop_state: dict) -> None:
+        root = run.run_dir / CHECKPOINTS
+        try:
+            save_checkpoint(root, step, run.model, optimizer, scheduler,
+                            {**loop_state, "identity": identity})
+        except OSError as e:
+            # A full disk fails this save only; the earlier checkpoints stay intact.
+            say(f"warning: checkpoint at step {step} failed ({e}); the previous one is kept")
+            return
+        rotate(root, cfg.train.keep_last)
+
+    with graceful_stop() as stop_flag:
+        loop = TrainLoop(run.model, optimizer, scheduler, accelerator, run.train_rows, run.val_rows,
+                         cfg.train, run.tokenizer.pad_token_id, logger, on_best,
+                         progress=tqdm if progress else None, on_checkpoint=on_checkpoint,
+                         save_every=cfg.train.save_every, should_stop=stop_flag)
+        try:
+            result = loop.run(resume=state)
+        finally:
+            logger.close()
+    if result.interrupted:
+        say(f"stopped at step {result.steps} by {stop_flag.signal_name}; a checkpoint is saved. "
+            f"Continue with: tunelab train CONFIG --resume {run.run_dir}")
+        return run.run_dir
     run.model = accelerator.unwrap_model(run.model)
-    used_best = bool(cfg.train.keep_best and run.best_state is not None and result.best_step != result.steps)
+    used_best = bool(cfg.train.keep_best and result.best_step is not None
+                     and result.best_step != result.steps)
     if used_best:
-        _restore(run.model, run.best_state)
+        _restore_best(run)
         say(f"keep-best: restored the weights of step {result.best_step} "
             f"(validation loss {result.best_val_loss:.4f})")
     kind = _save_result(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -15,14 +16,26 @@ class RunLogger:
     are written as null so the file stays valid JSON.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            self._drop_after(resume_step)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def _drop_after(self, step: int) -> None:
+        """On resume: forget records of steps after the checkpoint (they are redone)."""
+        if not self.path.is_file():
+            return
+        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def log(self, split: str, step: int, metrics: dict[str, float]) -> None:
         clean = {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None)
@@ -32,8 +45,14 @@ class RunLogger:
         self._file.flush()
         if self._tb is not None:
             for k, v in clean.items():
-                if v is not None and k != "step":
+                if v is not None and k != "step" and not k.startswith("rows"):
                     self._tb.add_scalar(f"{split}/{k}", v, step)
+
+    def log_event(self, event: str, details: dict) -> None:
+        """A non-metric record (e.g. a forced resume), kept in metrics.jsonl."""
+        rec = {"split": "event", "event": event, "time": round(time.time(), 3), **details}
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
 
     def close(self) -> None:
         self._file.close()

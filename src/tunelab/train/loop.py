@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -40,6 +41,7 @@ class TrainResult:
     best_val_loss: float | None = None
     best_step: int | None = None
     stopped_early: bool = False
+    interrupted: bool = False  # stopped by a signal; a checkpoint holds the state
     validations: list[dict] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
 
@@ -91,12 +93,17 @@ class TrainLoop:
         sink: where metrics go.
         on_best: called with the step when validation loss improves (keep-best).
         progress: a tqdm-like factory, or None for silence.
+        on_checkpoint: called with (step, state) every ``save_every`` steps and when
+            ``should_stop`` turns true; ``state`` is what ``run(resume=...)`` takes back.
+        should_stop: polled after every step (a signal handler's flag).
     """
 
     def __init__(self, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
                  train_rows: Sequence[TokenizedExample], val_rows: Sequence[TokenizedExample],
                  settings: TrainSettings, pad_id: int, sink: MetricSink,
-                 on_best: Callable[[int], None] | None = None, progress: Callable | None = None) -> None:
+                 on_best: Callable[[int], None] | None = None, progress: Callable | None = None,
+                 on_checkpoint: Callable[[int, dict], None] | None = None, save_every: int = 0,
+                 should_stop: Callable[[], bool] | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -108,6 +115,9 @@ class TrainLoop:
         self.sink = sink
         self.on_best = on_best
         self.progress = progress
+        self.on_checkpoint = on_checkpoint
+        self.save_every = save_every
+        self.should_stop = should_stop
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def _optimizer_step(self, micro_batches: list, step: int) -> dict[str, float]:
@@ -135,7 +145,9 @@ class TrainLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        rows = [i for mb in micro_batches for i in mb.row_ids]
         return {"loss": loss_total, "loss_tokens": float(step_tokens), "grad_norm": grad_norm,
+                "rows_crc32": zlib.crc32(",".join(map(str, rows)).encode()),  # which rows, in order
                 "tokens": float(sum(mb.num_tokens for mb in micro_batches)),
                 "token_accuracy": correct / max(step_tokens, 1)}
 
@@ -157,7 +169,13 @@ class TrainLoop:
         since_best = sum(1 for v in result.validations if v["step"] > result.best_step)
         return patience is not None and since_best >= patience
 
-    def run(self) -> TrainResult:
+    def run(self, resume: dict | None = None) -> TrainResult:
+        """Train to the end, to early stopping, or until ``should_stop`` says so.
+
+        Args:
+            resume: the ``state`` of a checkpoint (see ``result_state``); the loop goes on
+                from its step with the same rows in the same order.
+        """
         s = self.settings
         n_rows = len(self.train_rows)
         if n_rows == 0:
@@ -166,28 +184,34 @@ class TrainLoop:
         total = total_steps(n_rows, s)
         spe = steps_per_epoch(n_rows, s.batch_size, s.gradient_accumulation_steps)
         result = TrainResult(0, 0.0, float("nan"), 0, 0.0, 0.0)
+        if resume is not None:
+            result = TrainResult(**resume["result"])
         self.model.train()
-        bar = self.progress(total=total, desc="train", unit="step") if self.progress else None
-        if s.eval_at_start and self.val_rows:
+        bar = self.progress(total=total, initial=result.steps, desc="train", unit="step") \
+            if self.progress else None
+        if resume is None and s.eval_at_start and self.val_rows:
             # The baseline: logged, but not a candidate for keep-best or patience.
             start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
                                   self.accelerator.device)
             result.initial_val_loss = start["loss"]
             self.sink.log("validation", 0, {**start, "step": 0})
-        t0 = time.perf_counter()
-        window: list[float] = []
-        step, epoch, stop = 0, 0, False
-        while step < total and not stop:
+        t0 = time.perf_counter() - result.train_seconds
+        step = result.steps
+        window: list[float] = list(resume["window"]) if resume else []
+        stop = result.stopped_early
+        while step < total and not stop and not result.interrupted:
+            epoch, in_epoch = divmod(step, spe)
             for micro in iter_steps(self.train_rows, s.batch_size, s.gradient_accumulation_steps,
-                                    s.seed, epoch, self.pad_id, s.group_by_length):
+                                    s.seed, epoch, self.pad_id, s.group_by_length, start_step=in_epoch):
                 m = self._optimizer_step(micro, step + 1)
                 step += 1
+                result.steps = step
                 result.train_tokens += int(m["tokens"])
                 result.step_losses.append(m["loss"])
                 window.append(m["loss"])
                 elapsed = time.perf_counter() - t0
                 if step % s.log_every == 0 or step == total:
-                    m.update(lr=self.scheduler.get_last_lr()[0], epoch=epoch + (step - epoch * spe) / spe,
+                    m.update(lr=self.scheduler.get_last_lr()[0], epoch=step / spe,
                              tokens_per_second=result.train_tokens / max(elapsed, 1e-9))
                     self.sink.log("train", step, m)
                     result.train_loss = sum(window) / len(window)
@@ -199,14 +223,19 @@ class TrainLoop:
                 if s.eval_every and step % s.eval_every == 0 and step < total:
                     stop = self._validate(step, result)
                     result.stopped_early = stop
-                if step >= total or stop:
+                result.train_seconds = time.perf_counter() - t0
+                interrupted = self.should_stop is not None and self.should_stop()
+                saving = self.save_every and step % self.save_every == 0 and step < total
+                if self.on_checkpoint is not None and (saving or (interrupted and step < total)):
+                    self.on_checkpoint(step, {"result": asdict(result), "window": window})
+                if interrupted and step < total:
+                    result.interrupted = True
+                if step >= total or stop or result.interrupted:
                     break
-            epoch += 1
-        if not stop:
+        if not stop and not result.interrupted:
             self._validate(step, result)
         if bar is not None:
             bar.close()
-        result.steps = step
         result.epochs_completed = step / spe
         result.train_seconds = time.perf_counter() - t0
         result.tokens_per_second = result.train_tokens / max(result.train_seconds, 1e-9)
