@@ -23,6 +23,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+	-command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 quickstart: install
 	$(BIN)/tunelab models pull smollm2-135m-instruct

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,19 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from shared_data import SHARED_DATA, shared_file  # noqa: E402,F401 - re-exported
 from tiny import make_tiny_model, make_tiny_tokenizer, save_tiny_model_dir  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TUNELAB_SHARED", REPO.parent / "shared"))
-SHARED_DATA = SHARED / "data"
-
-
-def shared_file(rel: str) -> Path:
-    """Path of a file in ../shared/data, or skip the test with the reason."""
-    p = SHARED_DATA / rel
-    if not p.exists():
-        pytest.skip(f"{p} is absent: ../shared/data is only beside the project checkout in CI")
-    return p
 
 
 @pytest.fixture(scope="session")

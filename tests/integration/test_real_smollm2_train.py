@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import shared_file
+from shared_data import shared_file
 from tunelab.cli.main import main
 from tunelab.errors import ModelError
 from tunelab.models.catalog import DEFAULT_MODEL

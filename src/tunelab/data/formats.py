@@ -8,6 +8,9 @@ alpaca             ``{"instruction", "input"?, "output" | "response", "system"?}
 prompt_completion  ``{"prompt", "completion"}``
 sharegpt           ``{"conversations": [{"from", "value", "weight"?}, ...], "system"?}``
 text               ``{"text"}``: every token is trained
+classification     ``{"label", <text>}`` (a label + text table); see ``extra_formats``
+preference         ``{"chosen", "rejected"}`` (HH-RLHF pairs); see ``extra_formats``
+self_instruct      ``{"instruction", "instances": [...]}``; see ``extra_formats``
 =================  ==========================================================================
 
 Fields a format does not use are kept in ``Example.meta``. In CSV, TSV and Parquet cells
@@ -21,10 +24,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from tunelab.data import extra_formats
 from tunelab.data.example import ROLES, Example, Message
 from tunelab.data.findings import ERROR, WARNING, Finding, show_value, type_name
 
-FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text")
+FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text",
+           "classification", "preference", "self_instruct")
 
 # ShareGPT speaker names seen in the wild, mapped to our roles.
 SHAREGPT_ROLES = {
@@ -43,6 +48,7 @@ SHAPES = {
     "sharegpt": '{"conversations": [{"from": "human", "value": "..."}, '
                 '{"from": "gpt", "value": "..."}]}',
     "text": '{"text": "..."}',
+    **extra_formats.SHAPES,
 }
 
 
@@ -55,8 +61,9 @@ def detect_format(obj: dict) -> str | None:
     Returns:
         ``chat`` (``messages``), ``alpaca`` (``instruction`` with ``output`` or
         ``response``), ``prompt_completion`` (``prompt`` and ``completion``), ``sharegpt``
-        (``conversations``), ``text`` (``text``), checked in that order; ``None`` when no
-        format fits or ``obj`` is not a dict.
+        (``conversations``), ``text`` (``text``), checked in that order, then
+        ``preference``, ``self_instruct`` and ``classification`` (``extra_formats.detect_extra``);
+        ``None`` when no format fits or ``obj`` is not a dict.
     """
     if not isinstance(obj, dict):
         return None
@@ -70,7 +77,7 @@ def detect_format(obj: dict) -> str | None:
         return "sharegpt"
     if "text" in obj:
         return "text"
-    return None
+    return extra_formats.detect_extra(obj)
 
 
 def to_example(obj: dict, fmt: str, source: str,
@@ -231,6 +238,7 @@ def _text(obj: dict, row: _Row) -> Built:
 _BUILDERS: dict[str, Callable[[dict, _Row], Built]] = {
     "chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion,
     "sharegpt": _sharegpt, "text": _text,
+    **extra_formats.BUILDERS,
 }
 
 

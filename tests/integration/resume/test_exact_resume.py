@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import SIGKILLED, adapter, child_env, train, train_losses, tree_hashes, write_config
+
+from train_runs import SIGKILLED, adapter, child_env, train, train_losses, tree_hashes, write_config
 
 GOLDEN = Path(__file__).parent / "golden_tiny_lora_losses.json"
 

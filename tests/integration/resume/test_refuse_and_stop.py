@@ -7,7 +7,8 @@ import sys
 import time
 
 import pytest
-from runs import SIGKILLED, child_env, train, train_losses, write_config
+
+from train_runs import SIGKILLED, child_env, train, train_losses, write_config
 
 
 def _killed_run(tmp_path, tiny_model_dir, **train_settings):

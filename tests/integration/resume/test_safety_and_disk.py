@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 import torch
-from runs import SIGKILLED, child_env, train, write_config
 
+from train_runs import SIGKILLED, child_env, train, write_config
 from tunelab.errors import TrainingError
 from tunelab.train import checkpoint as ck
 

@@ -27,7 +27,7 @@ def error_codes(findings):
     ({"conversations": []}, "sharegpt"),
     ({"text": "a", "label": 1}, "text"),
     ({"instruction": "a"}, None),
-    ({"label": 1, "sentence": "x"}, None),
+    ({"label": 1, "sentence": "x"}, "classification"),  # a label + one text column
     ([1, 2], None),
 ])
 def test_detect_format_by_keys(obj, fmt):

@@ -1,0 +1,112 @@
+"""The HTML report: every plot linked and non-empty, values escaped, and the page renders
+in headless Chromium with every image loaded (skipped where Chromium is not installed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tunelab.data.check import check_data
+from tunelab.data.report import write_report
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
+                 if p), None)
+
+
+def write(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def report(tmp_path, tiny_tokenizer) -> Path:
+    chats = [{"messages": [{"role": "user", "content": f"question {i} " + "word " * i},
+                           {"role": "assistant", "content": f"answer {i} " * (i + 1)}]}
+             for i in range(14)] + ["{broken", {"messages": []}]
+    table = tmp_path / "labels <&>.tsv"  # a name that must be escaped in the page
+    table.write_text("label\tsentence\n" + "".join(
+        f"{'pos' if i % 3 else 'neg'}\treview {i} of a film {'very ' * (i % 7)}good\n"
+        for i in range(30)))
+    results = [check_data(write(tmp_path / "chat.jsonl", chats), tokenizer=tiny_tokenizer,
+                          max_length=60),
+               check_data(table, tokenizer=tiny_tokenizer)]
+    return write_report(tmp_path / "report", results, model="tiny <model>")
+
+
+def images(index: Path) -> list[str]:
+    return re.findall(r"<img src='([^']+)'", index.read_text())
+
+
+def test_report_links_every_plot_and_writes_the_numbers(report):
+    srcs = images(report)
+    assert len(srcs) == 10  # chat: all but labels; table: all but findings
+    for src in srcs:
+        path = report.parent / src
+        assert path.is_file() and path.stat().st_size > 2000
+        with Image.open(path) as image:
+            image.verify()
+    assert sorted(p.relative_to(report.parent).as_posix()
+                  for p in report.parent.rglob("*.png")) == sorted(srcs)
+    summary = json.loads((report.parent / "profile.json").read_text())
+    assert summary["model"] == "tiny <model>"
+    assert [f["accepted"] for f in summary["files"]] == [14, 30]
+    assert summary["files"][1]["labels"] == {"pos": 20, "neg": 10}
+
+
+def test_report_escapes_names_and_messages(report):
+    page = report.read_text()
+    assert "labels &lt;&amp;&gt;.tsv" in page and "labels <&>" not in page
+    assert "tiny &lt;model&gt;" in page
+    assert "<script" not in page  # a static page
+    assert "errors found" in page and "invalid_json" in page
+
+
+def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const bad = imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);
+  document.body.setAttribute('data-probe',
+    JSON.stringify({count: imgs.length, bad: bad, widths: imgs.map(i => i.naturalWidth)}));
+});
+</script></body>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make install-dev adds it)")
+def test_report_renders_in_headless_chromium_with_every_image_loaded(report, tmp_path):
+    # A copy of the page with a probe script beside it (the report itself has no scripts).
+    probe = report.parent / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", PROBE))
+    dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                       tmp_path / "chrome-dom")
+    found = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
+    assert found, dom.stderr[-2000:]
+    state = json.loads(found.group(1).replace("&quot;", '"'))
+    assert state["count"] == len(images(report)) and state["bad"] == []
+    assert all(w >= 300 for w in state["widths"])
+
+    shot = tmp_path / "out.png"
+    run_chromium([f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri()],
+                 tmp_path / "chrome-shot")
+    assert shot.is_file(), "Chromium wrote no screenshot"
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    # The plots' bar colours (accepted green, token-length blue) are on screen: the
+    # images were drawn, not left as blank boxes.
+    def share(rgb):
+        return float((np.abs(pixels - np.array(rgb)).max(axis=2) < 25).mean())
+
+    assert share((0x3B, 0x7D, 0x3B)) > 0.002 and share((0x3B, 0x62, 0xA8)) > 0.002
