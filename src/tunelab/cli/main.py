@@ -20,11 +20,17 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from tunelab.config.loader import load_config
-    from tunelab.recipes.finetune import run_finetune
+    from tunelab.recipes.phased import launch_target, run_training
 
     cfg = load_config(a.config, a.overrides)
-    run_dir = run_finetune(cfg, progress=not a.no_progress, resume=a.resume,
+    if a.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from tunelab.cli.launch import relaunch
+
+        return relaunch(a, *launch_target(cfg, a.resume))  # every rank gets the same run folder
+    run_dir = run_training(cfg, progress=not a.no_progress, resume=a.resume,
                            force_resume=a.force_resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return EXIT_OK  # rank 0 reports for all
     if not (run_dir / "summary.json").is_file():
         print(f"run: {run_dir} (stopped; resume with --resume {run_dir})")
         return EXIT_OK
@@ -155,7 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the newest complete checkpoint (auto) or a run/checkpoint folder")
     t.add_argument("--force-resume", action="store_true",
                    help="resume even if model, data, batch size, accumulation or seed changed (logged)")
+    t.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel processes on this machine (same global batch and loss)")
     t.set_defaults(func=_cmd_train)
+
+    from tunelab.cli import tune
+
+    tune.register(sub)
+
+
+    from tunelab.cli import data_check, data_ops
+
+    d = sub.add_parser("data", help="the data gate: check, profile, dedup, split, clean, ...")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    data_check.register(dsub)
+    data_ops.register(dsub)
 
     m = sub.add_parser("models", help="the model store: pull, import, list")
     ms = m.add_subparsers(dest="models_cmd", required=True)
@@ -212,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`train run.yaml --no-progress lora.r=8`).
-    if extra and args.cmd == "train" and all("=" in x and not x.startswith("-") for x in extra):
+    if extra and args.cmd in ("train", "tune") and all("=" in x and not x.startswith("-") for x in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

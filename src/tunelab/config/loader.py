@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tunelab.config.compose import cross_section_problems, resolve_phase_paths
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError
 
@@ -99,11 +100,16 @@ def config_from_dict(data: dict, overrides: list[str] | None = None, source: str
         ConfigError: every problem found, each with its dotted path and the value given.
     """
     data = apply_overrides(dict(data), overrides or [])
+    problems: list[str] = []
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e), source) from None
-    return _resolve_paths(cfg, base_dir or Path.cwd())
+        problems = _format_errors(e)
+    # Search paths and phase overrides are checked against the schema too, in the same report.
+    problems += cross_section_problems(data)
+    if problems:
+        raise ConfigError(problems, source)
+    return resolve_phase_paths(_resolve_paths(cfg, base_dir or Path.cwd()), base_dir or Path.cwd())
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

@@ -8,12 +8,13 @@ reads YAML and applies overrides.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Input formats by name; tunelab.data.formats implements each (a test keeps them equal).
-FormatName = Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text"]
+FormatName = Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text",
+                     "classification", "preference", "self_instruct"]
 
 
 class _Section(BaseModel):
@@ -131,6 +132,106 @@ class OutputSettings(_Section):
     name: str | None = None  # default: <date>-<time>-<model>
 
 
+# The sections a phase may change (partially), and the scalar types a search may try.
+PHASE_SECTIONS = ("data", "train", "lora", "freeze")
+SearchValue = str | int | float | bool | None
+
+
+class SearchParam(_Section):
+    """One dimension of a search space; its key in ``search.params`` is a dotted config path."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None  # float/int: inclusive lower bound
+    high: float | None = None  # float/int: inclusive upper bound
+    log: bool = False  # sample on a log scale (learning rates); needs low > 0
+    step: float | None = Field(None, gt=0)  # float/int: only multiples of step above low
+    choices: list[SearchValue] | None = None  # categorical: the values to choose from
+    values: list[float] | None = None  # float/int: the points the grid sampler tries
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchParam:
+        problems = []
+        if self.type == "categorical":
+            if not self.choices:
+                problems.append("a categorical parameter needs a non-empty `choices` list")
+            if self.low is not None or self.high is not None or self.values is not None:
+                problems.append("a categorical parameter takes `choices`, not low/high/values")
+        else:
+            if self.low is None or self.high is None:
+                problems.append(f"a {self.type} parameter needs `low` and `high`")
+            elif self.low > self.high:
+                problems.append(f"low ({self.low}) is above high ({self.high})")
+            else:
+                if self.log and self.low <= 0:
+                    problems.append(f"log: true needs low > 0 (given low: {self.low})")
+                if self.log and self.step is not None:
+                    problems.append("log and step cannot be combined")
+                outside = [v for v in self.values or [] if not self.low <= v <= self.high]
+                if outside:
+                    problems.append(f"values {outside} lie outside [{self.low}, {self.high}]")
+            if self.type == "int":
+                ends = [x for x in (self.low, self.high, *(self.values or [])) if x is not None]
+                if any(not float(x).is_integer() for x in ends):
+                    problems.append("an int parameter needs whole numbers for low, high and values")
+            if self.choices is not None:
+                problems.append(f"a {self.type} parameter takes low/high (and values), not choices")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def grid_values(self) -> list[SearchValue] | None:
+        """The points a grid search tries (None: a range without explicit values)."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        if self.values is None:
+            return None
+        return [int(v) for v in self.values] if self.type == "int" else list(self.values)
+
+
+class SearchSettings(_Section):
+    """`tunelab tune`: the search space, the objective, and how trials are chosen and pruned."""
+
+    params: dict[str, SearchParam]  # dotted config path -> its range, e.g. train.learning_rate
+    metric: Literal["loss", "perplexity", "token_accuracy"] = "loss"  # validation metric of a trial
+    direction: Literal["minimize", "maximize"] | None = None  # None: maximize accuracy, else minimize
+    trials: int = Field(20, gt=0)  # in total, over every worker and restart
+    sampler: Literal["grid", "random", "tpe"] = "tpe"  # grid needs values (or choices) per parameter
+    pruner: Literal["none", "median", "hyperband"] = "median"  # judged at each validation
+    startup_trials: int = Field(2, ge=0)  # finished trials before the median pruner prunes
+    warmup_steps: int = Field(0, ge=0)  # optimizer steps of a trial before it can be pruned
+    seed: int = 0  # the sampler's seed (a trial's training seed is train.seed)
+    study: str | None = None  # study name and folder under output.dir; None: the config file's stem
+    storage: str | None = None  # SQLAlchemy URL (postgresql://...); None: SQLite in the study folder
+    heartbeat_seconds: int = Field(30, ge=0)  # 0 = off; a trial silent for 4x this is failed, retried
+    enqueue: list[dict[str, SearchValue]] = Field(default_factory=list)  # trials to run first, fixed values
+
+    @field_validator("params")
+    @classmethod
+    def _some_params(cls, v: dict[str, SearchParam]) -> dict[str, SearchParam]:
+        if not v:
+            raise ValueError("needs at least one parameter to search")
+        return v
+
+    @model_validator(mode="after")
+    def _direction_from_metric(self) -> SearchSettings:
+        if self.direction is None:
+            self.direction = "maximize" if self.metric == "token_accuracy" else "minimize"
+        return self
+
+
+class PhaseSettings(_Section):
+    """One phase of a phased run: a partial override of the data, train, lora, freeze sections.
+
+    The sections are validated merged into the run's own (see ``tunelab.config.compose``).
+    """
+
+    name: str | None = None  # a label for reports; folders are phases/phase-<n>
+    data: dict[str, Any] = Field(default_factory=dict)  # e.g. {train: domain.jsonl}
+    train: dict[str, Any] = Field(default_factory=dict)  # e.g. {learning_rate: 5e-5, max_steps: 100}
+    lora: dict[str, Any] = Field(default_factory=dict)
+    freeze: dict[str, Any] = Field(default_factory=dict)
+
+
 class RunConfig(_Section):
     """A whole run: the only object that sees every section."""
 
@@ -140,3 +241,5 @@ class RunConfig(_Section):
     freeze: FreezeSettings = Field(default_factory=FreezeSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    search: SearchSettings | None = None  # used by `tunelab tune`; `tunelab train` ignores it
+    phases: list[PhaseSettings] = Field(default_factory=list)  # empty: one phase, the sections above

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tunelab.errors import TrainingError
 from tunelab.models import adapters
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
+from tunelab.recipes.ranks import NullSink, open_on_rank0, place_replicas, refuse_sharding
 from tunelab.recipes.resume import CHECKPOINTS, find_resume_point, identity_changes, run_identity
 from tunelab.recipes.signals import graceful_stop
 from tunelab.tracking.loggers import RunLogger
@@ -44,6 +46,7 @@ from tunelab.train.checkpoint import (
     save_checkpoint,
     trainable_state,
 )
+from tunelab.train.distributed import SINGLE, World, barrier, init_world
 from tunelab.train.loop import TrainLoop, TrainResult, total_steps
 from tunelab.train.schedule import build_scheduler, warmup_steps
 
@@ -66,6 +69,22 @@ class FinetuneRun:
     train_rows: list[TokenizedExample] = field(default_factory=list)
     val_rows: list[TokenizedExample] = field(default_factory=list)
     length_report: dict = field(default_factory=dict)
+    result: TrainResult | None = None  # set once the loop has run
+    world: World = SINGLE
+
+
+@dataclass
+class StartingPoint:
+    """A model to train instead of loading ``cfg.model`` (the next phase of a phased run).
+
+    ``model`` is ready for the phase's method (adapter attached, parameters frozen or
+    not); the recipe trains it as it is.
+    """
+
+    model_path: Path
+    tokenizer: Any
+    model: Any
+    new_token_ids: list[int] = field(default_factory=list)
 
 
 def _setup_run_dir(run: FinetuneRun) -> None:
@@ -76,30 +95,47 @@ def _setup_run_dir(run: FinetuneRun) -> None:
     say(f"run folder: {run.run_dir}")
 
 
-def _setup_model(run: FinetuneRun) -> None:
+def load_base(cfg: RunConfig) -> StartingPoint:
+    """The configured model and tokenizer, special tokens added, no method applied yet."""
+    ms = cfg.model
+    path = resolve_model(ms.name)
+    tokenizer = load_tokenizer(path, trust_remote_code=ms.trust_remote_code)
+    model = load_causal_lm(path, trust_remote_code=ms.trust_remote_code, dtype=ms.dtype)
+    new_ids = adapters.add_special_tokens(model, tokenizer, ms.add_special_tokens)
+    return StartingPoint(path, tokenizer, model, new_ids)
+
+
+def apply_method(model: Any, cfg: RunConfig, new_token_ids: list[int]) -> Any:
+    """Attach a LoRA adapter, freeze blocks, or unfreeze all, per ``cfg.train.method``."""
+    method = cfg.train.method
+    if method == "lora":
+        return adapters.apply_lora(model, cfg.lora, new_token_ids)
+    if method == "freeze":
+        adapters.apply_freeze(model, cfg.freeze)
+        if new_token_ids:
+            model.get_input_embeddings().weight.requires_grad_(True)
+        return model
+    return adapters.apply_full(model)
+
+
+def _setup_model(run: FinetuneRun, start: StartingPoint | None = None) -> None:
     import torch
 
     ms, ts = run.cfg.model, run.cfg.train
     if ts.num_threads:
         torch.set_num_threads(ts.num_threads)
     torch.manual_seed(ts.seed)
-    run.model_path = resolve_model(ms.name)
-    run.tokenizer = load_tokenizer(run.model_path, trust_remote_code=ms.trust_remote_code)
-    run.model = load_causal_lm(run.model_path, trust_remote_code=ms.trust_remote_code, dtype=ms.dtype)
-    run.new_token_ids = adapters.add_special_tokens(run.model, run.tokenizer, ms.add_special_tokens)
+    base = start or load_base(run.cfg)
+    run.model_path, run.tokenizer, run.model = base.model_path, base.tokenizer, base.model
+    run.new_token_ids = list(base.new_token_ids)
     if ts.dropout is not None:
         adapters.set_dropout(run.model, ts.dropout)
-    if ts.method == "lora":
-        run.model = adapters.apply_lora(run.model, run.cfg.lora, run.new_token_ids)
-    elif ts.method == "freeze":
-        adapters.apply_freeze(run.model, run.cfg.freeze)
-        if run.new_token_ids:
-            run.model.get_input_embeddings().weight.requires_grad_(True)
-    else:
-        adapters.apply_full(run.model)
+    if start is None:  # a given starting point comes with its method applied
+        run.model = apply_method(run.model, run.cfg, run.new_token_ids)
     n = adapters.count_parameters(run.model)
-    say(f"model: {ms.name} ({run.model_path}); method {ts.method}: "
-        f"{n.trainable:,} of {n.total:,} parameters train ({n.percent:.2f}%)")
+    if run.world.is_main:
+        say(f"model: {ms.name} ({run.model_path}); method {ts.method}: "
+            f"{n.trainable:,} of {n.total:,} parameters train ({n.percent:.2f}%)")
 
 
 def _tokenize(run: FinetuneRun, examples: list) -> tuple[list[TokenizedExample], LengthReport]:
@@ -131,8 +167,9 @@ def _setup_data(run: FinetuneRun, train_ex: list, val_ex: list) -> None:
                 f"(longer than {rep.max_length} tokens, policy {rep.policy}); "
                 f"{rep.no_loss_tokens} without answer tokens set aside")
     n_tok = sum(len(r) for r in run.train_rows)
-    say(f"data: {len(run.train_rows)} training rows ({n_tok:,} tokens), "
-        f"{len(run.val_rows)} validation rows")
+    if run.world.is_main:
+        say(f"data: {len(run.train_rows)} training rows ({n_tok:,} tokens), "
+            f"{len(run.val_rows)} validation rows")
 
 
 def _write_inputs(run: FinetuneRun, hashes: list[dict]) -> None:
@@ -243,35 +280,69 @@ def run_finetune(cfg: RunConfig, progress: bool = True, resume: str | None = Non
     Raises:
         TunelabError: any problem with the model, the data or training.
     """
+    return train_run(cfg, progress, resume, force_resume).run_dir
+
+
+def train_run(cfg: RunConfig, progress: bool = True, resume: str | None = None,
+              force_resume: bool = False,
+              on_validation: Callable[[int, dict[str, float]], bool] | None = None,
+              start: StartingPoint | None = None) -> FinetuneRun:
+    """Train per ``cfg``, write the run folder, and keep what was trained in memory.
+
+    Args:
+        cfg, progress, resume, force_resume: as for ``run_finetune``.
+        on_validation: told (step, validation metrics) after each validation; True stops
+            training early (``summary.json`` records ``stopped_by_hook``): search pruning.
+        start: train this model instead of loading ``cfg.model`` (a phase's hand-over).
+
+    Returns:
+        The run, with ``run_dir``, the trained (unwrapped) ``model`` and the loop
+        ``result``. Under several processes only rank 0 writes files.
+
+    Raises:
+        TunelabError: any problem with the model, the data or training.
+    """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     started = time.time()
-    run = FinetuneRun(cfg)
+    run = FinetuneRun(cfg, world=init_world(_has_cuda()))
+    if run.world.distributed:
+        refuse_sharding()
+    main = run.world.is_main
     train_ex, val_ex = _load_examples(run)
-    _setup_model(run)
+    _setup_model(run, start)
     _setup_data(run, train_ex, val_ex)
-    ckpt = _open_run(run, resume)  # only once the model loads and the data tokenizes
+    def open_here() -> tuple[Path | None, Path | None]:
+        ckpt = _open_run(run, resume)  # sets run.run_dir
+        return ckpt, run.run_dir
+
+    # Only once the model loads and the data tokenizes; rank 0 opens it, the others are told.
+    run.run_dir, ckpt = open_on_rank0(run.world, open_here)
     hashes = fingerprint_inputs([s.path for s in [*cfg.data.train, *cfg.data.validation]])
-    if ckpt is None:
+    if ckpt is None and main:
         _write_inputs(run, hashes)
     identity = run_identity(cfg, hashes)
     steps = total_steps(len(run.train_rows), cfg.train)
     optimizer, scheduler = _setup_optimizer(run, steps)
     accelerator = Accelerator(cpu=not _has_cuda(), mixed_precision="no")
-    run.model, optimizer = accelerator.prepare(run.model, optimizer)
+    if run.world.distributed:  # no DDP wrapper: the loop sums gradients itself (exact)
+        place_replicas(run.model, accelerator.device, run.world, run.cfg.train)
+    else:
+        run.model, optimizer = accelerator.prepare(run.model, optimizer)
     state = read_checkpoint_state(ckpt) if ckpt is not None else None
     forced = _check_identity(state["identity"], identity, force_resume) if state else []
     if ckpt is not None:
         state = load_checkpoint(ckpt, run.model, optimizer, scheduler)
-    logger = RunLogger(run.run_dir, resume_step=state["result"]["steps"] if state else None)
+    logger = RunLogger(run.run_dir, resume_step=state["result"]["steps"] if state else None) \
+        if main else NullSink()
     if forced:
         logger.log_event("forced_resume", {"changes": forced})
-    if state is not None:
+    if state is not None and main:
         say(f"resuming {run.run_dir.name} from {ckpt.name}")
 
     def on_best(step: int) -> None:
-        if cfg.train.keep_best:
+        if cfg.train.keep_best and main:
             _save_best(run, step)
 
     def on_checkpoint(step: int, loop_state: dict) -> None:
@@ -288,27 +359,34 @@ def run_finetune(cfg: RunConfig, progress: bool = True, resume: str | None = Non
     with graceful_stop() as stop_flag:
         loop = TrainLoop(run.model, optimizer, scheduler, accelerator, run.train_rows, run.val_rows,
                          cfg.train, run.tokenizer.pad_token_id, logger, on_best,
-                         progress=tqdm if progress else None, on_checkpoint=on_checkpoint,
-                         save_every=cfg.train.save_every, should_stop=stop_flag)
+                         progress=tqdm if progress and main else None,
+                         on_checkpoint=on_checkpoint if main else None,
+                         save_every=cfg.train.save_every, should_stop=stop_flag,
+                         on_validation=on_validation, world=run.world)
         try:
-            result = loop.run(resume=state)
+            result = run.result = loop.run(resume=state)
         finally:
             logger.close()
     if result.interrupted:
-        say(f"stopped at step {result.steps} by {stop_flag.signal_name}; a checkpoint is saved. "
-            f"Continue with: tunelab train CONFIG --resume {run.run_dir}")
-        return run.run_dir
+        if main:
+            say(f"stopped at step {result.steps} by {stop_flag.signal_name or 'another process'}; "
+                f"a checkpoint is saved. Continue with: tunelab train CONFIG --resume {run.run_dir}")
+        return run
     run.model = accelerator.unwrap_model(run.model)
     used_best = bool(cfg.train.keep_best and result.best_step is not None
                      and result.best_step != result.steps)
     if used_best:
+        barrier(run.world)  # rank 0 has written best/ before any rank reads it
         _restore_best(run)
-        say(f"keep-best: restored the weights of step {result.best_step} "
-            f"(validation loss {result.best_val_loss:.4f})")
+        if main:
+            say(f"keep-best: restored the weights of step {result.best_step} "
+                f"(validation loss {result.best_val_loss:.4f})")
+    if not main:
+        return run
     kind = _save_result(run)
     write_json_atomic(run.run_dir / "summary.json", _summary(run, result, kind, used_best, started))
     say(f"done in {time.time() - started:.0f}s: {run.run_dir}")
-    return run.run_dir
+    return run
 
 
 def _has_cuda() -> bool:
@@ -334,6 +412,7 @@ def _summary(run: FinetuneRun, r: TrainResult, kind: str, used_best: bool, start
         "best_step": r.best_step,
         "weights_from_step": r.best_step if used_best else r.steps,
         "stopped_early": r.stopped_early,
+        "stopped_by_hook": r.stopped_by_hook,
         "train_rows": len(run.train_rows),
         "validation_rows": len(run.val_rows),
         "train_tokens": r.train_tokens,

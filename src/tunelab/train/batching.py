@@ -61,11 +61,12 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
 
 def iter_steps(rows: Sequence[TokenizedExample], batch_size: int, accumulation: int, seed: int,
                epoch: int, pad_id: int, group_by_length: bool,
-               start_step: int = 0) -> Iterator[list[MicroBatch]]:
+               start_step: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[list[MicroBatch]]:
     """Yield the micro-batches of each optimizer step of one epoch, from ``start_step``.
 
     The last step of an epoch may be smaller; its loss is still the mean over its own
-    answer tokens.
+    answer tokens. With ``world_size`` > 1 this process gets the rows
+    ``step_rows[rank::world_size]`` of each step (possibly none of a short last step).
     """
     order = epoch_order(len(rows), seed, epoch)
     per_step = batch_size * accumulation
@@ -73,5 +74,6 @@ def iter_steps(rows: Sequence[TokenizedExample], batch_size: int, accumulation: 
         idx = order[s * per_step:(s + 1) * per_step]
         if group_by_length:
             idx = sorted(idx, key=lambda i: len(rows[i]))
+        idx = idx[rank::world_size]  # after sorting: ranks get rows of similar lengths
         yield [collate([rows[i] for i in idx[k:k + batch_size]], idx[k:k + batch_size], pad_id)
                for k in range(0, len(idx), batch_size)]

@@ -20,6 +20,16 @@ from tunelab.config.schema import TrainSettings
 from tunelab.data.template import TokenizedExample
 from tunelab.errors import TrainingError
 from tunelab.train.batching import collate, iter_steps, steps_per_epoch
+from tunelab.train.distributed import (
+    SINGLE,
+    World,
+    all_reduce_grads,
+    all_reduce_sum,
+    any_rank,
+    broadcast_object,
+    gather_objects,
+    interleave,
+)
 from tunelab.train.loss import step_loss_sum
 
 
@@ -42,6 +52,7 @@ class TrainResult:
     best_step: int | None = None
     stopped_early: bool = False
     interrupted: bool = False  # stopped by a signal; a checkpoint holds the state
+    stopped_by_hook: bool = False  # on_validation asked to stop (e.g. a pruned search trial)
     validations: list[dict] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
 
@@ -56,15 +67,18 @@ def total_steps(num_rows: int, settings: TrainSettings) -> int:
 
 @torch.inference_mode()
 def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int, pad_id: int,
-                  device: torch.device) -> dict[str, float]:
+                  device: torch.device, world: World = SINGLE) -> dict[str, float]:
     """Loss, perplexity and next-token accuracy over answer tokens of ``rows``.
 
     Batches are evaluated one at a time and only sums are kept: no logits accumulate.
+    With several processes each evaluates every ``world.size``-th row and the sums are
+    all-reduced, so every rank gets the same numbers.
     """
     was_training = model.training
     model.eval()
     loss_sum, tokens, correct = 0.0, 0, 0
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # less padding
+    order = order[world.rank::world.size]
     for k in range(0, len(order), batch_size):
         idx = order[k:k + batch_size]
         mb = collate([rows[i] for i in idx], idx, pad_id)
@@ -74,6 +88,8 @@ def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int,
         tokens += n
         correct += c
     model.train(was_training)
+    if world.distributed:
+        loss_sum, tokens, correct = all_reduce_sum([loss_sum, tokens, correct], world)
     loss = loss_sum / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
             "token_accuracy": correct / max(tokens, 1), "tokens": float(tokens)}
@@ -96,6 +112,11 @@ class TrainLoop:
         on_checkpoint: called with (step, state) every ``save_every`` steps and when
             ``should_stop`` turns true; ``state`` is what ``run(resume=...)`` takes back.
         should_stop: polled after every step (a signal handler's flag).
+        on_validation: called with (step, metrics) after each validation during training
+            and the last one; True asks training to stop (ignored after the last step).
+        world: this process's rank among data-parallel processes (see
+            ``tunelab.train.distributed``); the sink, checkpoints and ``on_best`` of
+            ranks other than 0 should write nothing.
     """
 
     def __init__(self, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
@@ -103,7 +124,9 @@ class TrainLoop:
                  settings: TrainSettings, pad_id: int, sink: MetricSink,
                  on_best: Callable[[int], None] | None = None, progress: Callable | None = None,
                  on_checkpoint: Callable[[int, dict], None] | None = None, save_every: int = 0,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None,
+                 on_validation: Callable[[int, dict[str, float]], bool] | None = None,
+                 world: World = SINGLE) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -118,12 +141,16 @@ class TrainLoop:
         self.on_checkpoint = on_checkpoint
         self.save_every = save_every
         self.should_stop = should_stop
+        self.on_validation = on_validation
+        self.world = world
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def _optimizer_step(self, micro_batches: list, step: int) -> dict[str, float]:
         """Forward/backward every micro-batch of a step, then one optimizer update."""
         dev = self.accelerator.device
         step_tokens = sum(mb.num_loss_tokens for mb in micro_batches)
+        if self.world.distributed:  # the global count: each rank's share of the step mean
+            step_tokens = int(all_reduce_sum([step_tokens], self.world)[0])
         loss_total, correct = 0.0, 0
         for mb in micro_batches:
             s, n, c = step_loss_sum(self.model, mb.input_ids.to(dev), mb.attention_mask.to(dev),
@@ -134,6 +161,12 @@ class TrainLoop:
             self.accelerator.backward(part)
             loss_total += float(part.detach())
             correct += c
+        tokens = sum(mb.num_tokens for mb in micro_batches)
+        rows = [i for mb in micro_batches for i in mb.row_ids]
+        if self.world.distributed:
+            loss_total, correct, tokens = all_reduce_sum([loss_total, correct, tokens], self.world)
+            all_reduce_grads(self.params, self.world)
+            rows = interleave(gather_objects(rows, self.world))
         if step_tokens and not math.isfinite(loss_total):
             raise TrainingError(
                 f"the loss became {loss_total} at step {step}",
@@ -145,25 +178,37 @@ class TrainLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        rows = [i for mb in micro_batches for i in mb.row_ids]
         return {"loss": loss_total, "loss_tokens": float(step_tokens), "grad_norm": grad_norm,
                 "rows_crc32": zlib.crc32(",".join(map(str, rows)).encode()),  # which rows, in order
-                "tokens": float(sum(mb.num_tokens for mb in micro_batches)),
+                "tokens": float(tokens),
                 "token_accuracy": correct / max(step_tokens, 1)}
 
-    def _validate(self, step: int, result: TrainResult) -> bool:
+    def _hook_stops(self, step: int, metrics: dict[str, float], final: bool) -> bool:
+        """Tell ``on_validation``; True when it asks to stop (rank 0 decides for all)."""
+        if self.on_validation is None:
+            return False
+        stop = bool(self.on_validation(step, dict(metrics)))
+        stop = bool(broadcast_object(stop, self.world))
+        return stop and not final
+
+    def _validate(self, step: int, result: TrainResult, final: bool = False) -> bool:
         """Run validation; returns True when training should stop early."""
         if not self.val_rows:
             return False
         metrics = evaluate_loss(self.model, self.val_rows, self.settings.batch_size, self.pad_id,
-                                self.accelerator.device)
+                                self.accelerator.device, self.world)
         metrics["step"] = step
         result.validations.append(metrics)
         self.sink.log("validation", step, metrics)
-        if result.best_val_loss is None or metrics["loss"] < result.best_val_loss:
+        improved = result.best_val_loss is None or metrics["loss"] < result.best_val_loss
+        if improved:
             result.best_val_loss, result.best_step = metrics["loss"], step
             if self.on_best is not None:
                 self.on_best(step)
+        if self._hook_stops(step, metrics, final):
+            result.stopped_by_hook = True
+            return True
+        if improved:
             return False
         patience = self.settings.early_stopping_patience
         since_best = sum(1 for v in result.validations if v["step"] > result.best_step)
@@ -192,7 +237,7 @@ class TrainLoop:
         if resume is None and s.eval_at_start and self.val_rows:
             # The baseline: logged, but not a candidate for keep-best or patience.
             start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
-                                  self.accelerator.device)
+                                  self.accelerator.device, self.world)
             result.initial_val_loss = start["loss"]
             self.sink.log("validation", 0, {**start, "step": 0})
         t0 = time.perf_counter() - result.train_seconds
@@ -202,7 +247,8 @@ class TrainLoop:
         while step < total and not stop and not result.interrupted:
             epoch, in_epoch = divmod(step, spe)
             for micro in iter_steps(self.train_rows, s.batch_size, s.gradient_accumulation_steps,
-                                    s.seed, epoch, self.pad_id, s.group_by_length, start_step=in_epoch):
+                                    s.seed, epoch, self.pad_id, s.group_by_length, start_step=in_epoch,
+                                    rank=self.world.rank, world_size=self.world.size):
                 m = self._optimizer_step(micro, step + 1)
                 step += 1
                 result.steps = step
@@ -225,6 +271,8 @@ class TrainLoop:
                     result.stopped_early = stop
                 result.train_seconds = time.perf_counter() - t0
                 interrupted = self.should_stop is not None and self.should_stop()
+                if self.world.distributed:  # a signal may reach one rank only: all stop together
+                    interrupted = any_rank(interrupted, self.world)
                 saving = self.save_every and step % self.save_every == 0 and step < total
                 if self.on_checkpoint is not None and (saving or (interrupted and step < total)):
                     self.on_checkpoint(step, {"result": asdict(result), "window": window})
@@ -233,7 +281,7 @@ class TrainLoop:
                 if step >= total or stop or result.interrupted:
                     break
         if not stop and not result.interrupted:
-            self._validate(step, result)
+            self._validate(step, result, final=True)
         if bar is not None:
             bar.close()
         result.epochs_completed = step / spe
