@@ -1,0 +1,230 @@
+"""Batched text generation for chats and for already-tokenized prompts.
+
+The engine renders chats with ``tunelab.data.template.render_prompt_ids``, the same
+function training uses, so a model is served exactly the prompt it was trained on.
+Prompts are sorted by length to cut padding, left-padded with an attention mask,
+generated in batches and returned in the caller's order. Generation stops at EOS and at
+the tokenizer's end-of-turn tokens.
+
+The engine knows nothing about HTTP, request schemas or streaming; ``tunelab.serve.app``
+builds on it. It receives a loaded model and tokenizer and never loads either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from tunelab.data.example import Message
+from tunelab.data.template import end_of_turn_ids, render_prompt_ids, resolve_chat_template
+
+
+class GenerationEngine:
+    """Generate answers for many chats at once with one model.
+
+    Args:
+        model: a causal LM (a Hugging Face or PEFT model), already on its device.
+        tokenizer: its tokenizer.
+        chat_template: as for ``tunelab.data.template.resolve_chat_template``; None uses
+            the tokenizer's own.
+
+    Raises:
+        DataError: no template is given and the tokenizer has none.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, chat_template: str | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_template = resolve_chat_template(tokenizer, chat_template)
+        self.stop_ids = self._setup_stop_ids()
+        self.pad_token_id = self._setup_pad_id()
+
+    def _setup_stop_ids(self) -> frozenset[int]:
+        ids = set(end_of_turn_ids(self.tokenizer))
+        model_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(model_eos, int):
+            ids.add(model_eos)
+        elif model_eos:
+            ids.update(int(i) for i in model_eos)
+        return frozenset(ids)
+
+    def _setup_pad_id(self) -> int:
+        # Many chat models (SmolLM2 among them) have no pad token or pad == EOS; left
+        # padding is masked out, so any id works, and EOS is always in the vocabulary.
+        if self.tokenizer.pad_token_id is not None:
+            return int(self.tokenizer.pad_token_id)
+        if self.tokenizer.eos_token_id is not None:
+            return int(self.tokenizer.eos_token_id)
+        return min(self.stop_ids) if self.stop_ids else 0
+
+    def render(self, conversation: Sequence[Message | dict]) -> list[int]:
+        """Prompt ids of one chat, with the assistant generation prompt appended."""
+        return render_prompt_ids(self.tokenizer, conversation, self.chat_template)
+
+    def generate(
+        self,
+        conversations: Sequence[Sequence[Message | dict]],
+        max_new_tokens: int = 128,
+        batch_size: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """Answer each chat; one string per chat, in the order given.
+
+        Args:
+            conversations: chats whose last turn is the one to answer (usually a user turn).
+            max_new_tokens: most tokens generated per answer.
+            batch_size: prompts per forward pass.
+            do_sample: sample instead of greedy decoding.
+            temperature: sampling temperature (> 0); ignored when greedy.
+            top_p: nucleus sampling mass in (0, 1]; ignored when greedy.
+            seed: makes sampling repeatable (for the same batches); None leaves the
+                global RNG as it is.
+            progress: show a tqdm bar over prompts.
+
+        Returns:
+            The new text of each answer, special tokens removed, stripped.
+
+        Raises:
+            ValueError: a generation setting is out of range.
+        """
+        prompts = [self.render(c) for c in conversations]
+        outputs = self.complete_ids(
+            prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, seed=seed, progress=progress,
+        )
+        texts = []
+        for ids in outputs:
+            if ids and ids[-1] in self.stop_ids:
+                ids = ids[:-1]  # not every end-of-turn token is marked special
+            texts.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+        return texts
+
+    def complete_ids(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        max_new_tokens: int = 128,
+        batch_size: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> list[list[int]]:
+        """Continue already-tokenized prompts; the settings are those of ``generate``.
+
+        Returns:
+            The new ids of each prompt, in the order given, cut after the first stop id.
+            The stop id is kept, so ``ids[-1] in engine.stop_ids`` tells a finished
+            answer from one cut at ``max_new_tokens``.
+
+        Raises:
+            ValueError: a prompt is empty or a generation setting is out of range.
+        """
+        _check_settings(max_new_tokens, batch_size, do_sample, temperature, top_p)
+        for i, p in enumerate(prompt_ids):
+            if len(p) == 0:
+                raise ValueError(f"prompt {i} is empty; a prompt needs at least one token")
+        config = self._generation_config(max_new_tokens, do_sample, temperature, top_p)
+        # Longest first: batches hold similar lengths (less padding), and a batch that
+        # runs out of memory does so at the start rather than after minutes.
+        order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+        results: list[list[int]] = [[] for _ in prompt_ids]
+        bar = _progress_bar(len(order), progress)
+        was_training = getattr(self.model, "training", False)
+        self.model.eval()
+        try:
+            with torch.inference_mode(), _seeded(seed, self._device()):
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start:start + batch_size]
+                    new = self._generate_batch([prompt_ids[i] for i in chunk], config)
+                    for i, ids in zip(chunk, new, strict=True):
+                        results[i] = ids
+                    if bar is not None:
+                        bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+            self.model.train(was_training)  # the caller may be between training steps
+        return results
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _generation_config(self, max_new_tokens: int, do_sample: bool, temperature: float,
+                           top_p: float) -> GenerationConfig:
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+        # top_k=0: only temperature and top_p shape sampling, as in OpenAI-style APIs
+        # (transformers would otherwise add its default top_k=50).
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            eos_token_id=sorted(self.stop_ids),
+            pad_token_id=self.pad_token_id,
+            **sampling,
+        )
+
+    def _generate_batch(self, prompts: list[Sequence[int]], config: GenerationConfig) -> list[list[int]]:
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            input_ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            attention_mask[row, width - len(p):] = 1
+        device = self._device()
+        out = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=config,
+        )
+        new_ids = []
+        for row in out[:, width:].tolist():
+            cut = []
+            for t in row:
+                cut.append(t)
+                if t in self.stop_ids:
+                    break
+            new_ids.append(cut)
+        return new_ids
+
+
+def _check_settings(max_new_tokens: int, batch_size: int, do_sample: bool,
+                    temperature: float, top_p: float) -> None:
+    problems = []
+    if max_new_tokens < 1:
+        problems.append(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        problems.append(f"batch_size must be >= 1, got {batch_size}")
+    if do_sample and not temperature > 0:
+        problems.append(f"temperature must be > 0 when sampling, got {temperature}")
+    if do_sample and not 0 < top_p <= 1:
+        problems.append(f"top_p must be in (0, 1], got {top_p}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch for the block only, leaving the caller's RNG state untouched."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="generating", unit="prompt")
