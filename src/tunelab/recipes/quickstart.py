@@ -45,10 +45,11 @@ def quickstart_config(workdir: Path, model: str, rec: dict) -> dict:
         "data": {"train": str(workdir / "data" / "train.jsonl"),
                  "validation": str(workdir / "data" / "valid.jsonl"),
                  "max_length": 256, "overlength": "error"},
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "lora": {"r": rec["lora_r"], "alpha": rec["lora_alpha"], "dropout": 0.0,
+                 "target_modules": "all-linear"},
         "train": {"method": "lora", "learning_rate": rec["lr"],
                   "batch_size": rec["batch_size"], "epochs": rec["epochs"],
-                  "warmup_ratio": 0.1, "lr_scheduler": rec.get("scheduler", "cosine"),
+                  "warmup_steps": rec["warmup_steps"], "lr_scheduler": rec["lr_scheduler"],
                   "seed": rec["seed"], "eval_every": 0, "eval_at_start": True},
         "output": {"dir": str(workdir / "runs"), "name": time.strftime("ticket-routing-%Y%m%d-%H%M%S")},
     }
