@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune.register(sub)
 
+    from tunelab.cli import evaluate
+
+    evaluate.register(sub)
 
     from tunelab.cli import data_check, data_ops
 

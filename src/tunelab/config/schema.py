@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tunelab.config.evaluation import TrainEvalTask
+
 # Input formats by name; tunelab.data.formats implements each (a test keeps them equal).
 FormatName = Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text",
                      "classification", "preference", "self_instruct"]
@@ -243,3 +245,4 @@ class RunConfig(_Section):
     output: OutputSettings = Field(default_factory=OutputSettings)
     search: SearchSettings | None = None  # used by `tunelab tune`; `tunelab train` ignores it
     phases: list[PhaseSettings] = Field(default_factory=list)  # empty: one phase, the sections above
+    eval_tasks: list[TrainEvalTask] = Field(default_factory=list)  # `tunelab eval` tasks at validations

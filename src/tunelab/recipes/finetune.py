@@ -356,6 +356,14 @@ def train_run(cfg: RunConfig, progress: bool = True, resume: str | None = None,
             return
         rotate(root, cfg.train.keep_last)
 
+    if cfg.eval_tasks and main and not run.world.distributed:
+        # Optional: `eval_tasks` run at validations and log to metrics.jsonl (train_eval).
+        from tunelab.recipes.train_eval import eval_hook
+
+        on_validation = eval_hook(cfg.eval_tasks, lambda: run.model, run.tokenizer,
+                                  cfg.data.chat_template, logger, steps, on_validation)
+    elif cfg.eval_tasks and main:
+        say("warning: eval_tasks are skipped when training on several processes")
     with graceful_stop() as stop_flag:
         loop = TrainLoop(run.model, optimizer, scheduler, accelerator, run.train_rows, run.val_rows,
                          cfg.train, run.tokenizer.pad_token_id, logger, on_best,

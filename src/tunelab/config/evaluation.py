@@ -1,0 +1,158 @@
+"""Typed settings of `tunelab eval`: the task, prompts, statistics and fairness thresholds.
+
+An evaluation config is a small YAML file of its own (not a section of the run config)::
+
+    task: classify
+    labels: ["0", "1"]
+    label_names: {"0": negative, "1": positive}   # the prompt asks for words
+    thresholds: {max_flip_rate: 0.05}
+
+Command-line flags override single values (``--labels``, ``--limit``, ...). Defaults
+live here and nowhere else. This module knows nothing of models or files beyond reading
+the YAML; ``tunelab.recipes.evaluate`` runs the evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tunelab.errors import ConfigError
+
+TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq"]
+Normalizer = Literal["exact", "gsm8k", "last_number", "number"]
+# Tokens per generated answer by task: a label or a number is short, a worked answer is not.
+DEFAULT_MAX_NEW_TOKENS = {"classify": 12, "bbq": 12, "regress": 12, "generate": 256,
+                          "perplexity": 1}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FairnessThresholds(_Section):
+    """Limits above which ``--fail-on-bias`` fails the evaluation (all shares in [0, 1])."""
+
+    max_flip_rate: float = Field(0.10, ge=0, le=1)  # counterfactual variants whose answer changes
+    max_group_gap: float = Field(0.10, ge=0, le=1)  # metric gap between counterfactual groups
+    max_bbq_bias: float = Field(0.20, ge=0, le=1)  # |s_DIS| and |s_AMB|, each in [-1, 1]
+    max_demographic_parity_difference: float = Field(0.10, ge=0, le=1)
+    max_equalized_odds_gap: float = Field(0.10, ge=0, le=1)
+
+
+class EvalSettings(_Section):
+    """One evaluation: what to ask, how to score it, and what to slice and probe."""
+
+    task: TaskName = "classify"
+    text_field: str | None = None  # a table column holding the prompt; None: the row's chat
+    label_field: str = "label"  # the column (or meta key) with the truth / reference
+    labels: list[str] | None = None  # classify: the classes as written in the file
+    label_names: dict[str, str] = Field(default_factory=dict)  # file label -> word in the prompt
+    system_prompt: str | None = None  # None: classify/regress build one; others send none
+    method: Literal["generate", "likelihood"] = "generate"  # classify/bbq: free answer or label scores
+    normalizer: Normalizer = "exact"  # generate: how answers are compared for exact match
+    max_new_tokens: int | None = Field(None, gt=0)  # per answer; None: the task's default
+    batch_size: int = Field(16, gt=0)  # prompts per forward pass
+    limit: int | None = Field(None, gt=0)  # the first N rows of the file
+    slice_by: list[str] = Field(default_factory=list)  # meta fields; "length" and "label" are built in
+    length_buckets: list[int] = Field(default_factory=lambda: [64, 128, 256, 512])  # characters
+    group_field: str | None = None  # classify: group fairness (parity, equalized odds) by this field
+    counterfactual: list[str] | None = None  # categories to swap ([] = all); None = no probe
+    terms: str | None = None  # a YAML file that extends the counterfactual term lists
+    bootstrap_samples: int = Field(1000, gt=0)  # paired-bootstrap resamples for --compare
+    confidence: float = Field(0.95, gt=0, lt=1)  # width of the confidence intervals
+    seed: int = 0  # bootstrap and review-sheet shuffling
+    review_rows: int = Field(0, ge=0)  # rows on the human review sheet (0 = no sheet)
+    thresholds: FairnessThresholds = Field(default_factory=FairnessThresholds)
+
+    @model_validator(mode="after")
+    def _task_tokens(self) -> EvalSettings:
+        if self.max_new_tokens is None:
+            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.task]
+        return self
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, v: object) -> object:
+        # YAML reads `labels: [0, 1]` as numbers; the file's labels are compared as text.
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        if isinstance(v, list):
+            return [str(x) for x in v]
+        return v
+
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _names_as_text(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {str(k): str(x) for k, x in v.items()}
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v)):
+            raise ValueError("needs two or more distinct labels")
+        return v
+
+
+class TrainEvalTask(EvalSettings):
+    """An evaluation run during training (``eval_tasks:`` in a run config).
+
+    It runs at the validations (``train.eval_every``) whose step is a multiple of
+    ``every``, and after the last step, on the first ``limit`` rows of ``data``; its
+    numbers go to the run's metrics log as split ``eval_<name>``. Fairness probes,
+    slices and review sheets are for `tunelab eval`, not here.
+    """
+
+    data: str  # the rows (a path; relative paths are taken from the working directory)
+    name: str | None = None  # default: the task and the file's stem
+    every: int = Field(1, gt=0)  # optimizer steps; only validation steps are candidates
+    limit: int | None = Field(64, gt=0)  # capped: evaluation must not dominate training
+
+
+def eval_settings(data: dict[str, Any] | None = None, source: str | None = None) -> EvalSettings:
+    """Validate evaluation settings given as a dict.
+
+    Raises:
+        ConfigError: every problem, each with its key and the value given.
+    """
+    from tunelab.config.loader import _format_errors  # here: the loader imports the schema
+
+    try:
+        return EvalSettings.model_validate(data or {})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e), source) from None
+
+
+def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvalSettings:
+    """Read an evaluation YAML (or none) and apply overrides (values that are not None).
+
+    Args:
+        path: the YAML file, or None for the defaults.
+        overrides: top-level keys, e.g. from command-line flags; None values are skipped.
+
+    Raises:
+        ConfigError: the file is missing or not a mapping, or a value is invalid.
+    """
+    data: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError([f"evaluation config {source!r} does not exist"])
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError([f"not valid YAML: {e}"], source) from None
+        if not isinstance(data, dict):
+            raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"],
+                              source)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    return eval_settings(data, source)

@@ -1,0 +1,213 @@
+"""`tunelab eval`: load rows and models, run the task, compare, slice, probe, report.
+
+The recipe is the only place that sees the whole evaluation: it loads each model in
+turn (one in memory at a time), wraps it as callables (``eval_models``), runs the task
+on the same rows, then the slices, fairness probes, paired comparison, review sheet and
+HTML report. It returns the report as a dict and never sets an exit code.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelab.config.evaluation import EvalSettings
+from tunelab.data.table import read_table
+from tunelab.errors import ConfigError
+from tunelab.eval import bbq as bbq_task
+from tunelab.eval.compare import compare_results
+from tunelab.eval.fairness import bias_failures, counterfactual_probe, group_fairness
+from tunelab.eval.generate_tasks import run_generate
+from tunelab.eval.perplexity import run_perplexity
+from tunelab.eval.prompts import LabelSet
+from tunelab.eval.regress import run_regress
+from tunelab.eval.report import write_eval_report
+from tunelab.eval.review import write_review_sheet
+from tunelab.eval.rows import EvalRow, load_rows, require_references
+from tunelab.eval.slices import all_slices
+from tunelab.eval.tasks import ModelCallables, TaskResult, run_classify
+from tunelab.eval.terms import load_terms
+from tunelab.recipes.eval_models import load_callables
+from tunelab.recipes.finetune import say
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation produced: the JSON report and each model's task result."""
+
+    report: dict
+    results: list[TaskResult] = field(default_factory=list)
+    report_path: Path | None = None
+
+
+@dataclass
+class EvalData:
+    """The rows of an evaluation, the raw BBQ rows (bbq only) and the labels (classify)."""
+
+    rows: list[EvalRow]
+    bbq_rows: list[dict] | None = None
+    label_set: LabelSet | None = None
+
+
+def _check_settings(s: EvalSettings, n_models: int, report_dir: str | None) -> None:
+    problems = []
+    if s.review_rows and report_dir is None:
+        problems.append("review_rows: the review sheet is written into the report folder; "
+                        "add --report DIR")
+    if s.group_field and s.task != "classify":
+        problems.append(f"group_field: group fairness is for the classify task, not {s.task!r}")
+    if s.counterfactual is not None and s.task in ("perplexity", "bbq"):
+        problems.append(f"counterfactual: probes rewrite prompts of classify, regress or "
+                        f"generate rows, not {s.task!r}")
+    if s.method == "likelihood" and s.task not in ("classify", "bbq"):
+        problems.append(f"method: likelihood scoring is for classify and bbq, not {s.task!r}")
+    if n_models == 0:
+        problems.append("no model given: name one, or several with --compare")
+    if problems:
+        raise ConfigError(problems)
+
+
+def load_eval_data(path: str, s: EvalSettings) -> EvalData:
+    """Read and check the rows the task needs, before any model is loaded.
+
+    Raises:
+        DataError: unreadable rows, rows without references, or unknown BBQ fields.
+        ConfigError: label names that do not fit the labels.
+    """
+    if s.task == "bbq":
+        table = read_table(path)
+        rows = table.rows[: s.limit] if s.limit else table.rows
+        bbq_task.check_bbq_rows(rows, table.source)
+        ids = [f"{table.source}:{line}" for line in table.lines[: len(rows)]]
+        # EvalRows carry the metadata for slices (category, context_condition, ...).
+        eval_rows = [EvalRow(id=i, prompt=c, reference=str(r["label"]), meta=dict(r))
+                     for i, r, c in zip(ids, rows, bbq_task.bbq_prompts(rows), strict=True)]
+        return EvalData(eval_rows, rows)
+    rows = load_rows(path, s.text_field, s.label_field, s.limit)
+    if s.task != "perplexity":
+        require_references(rows, s.label_field, s.task)
+    label_set = None
+    if s.task == "classify":
+        labels = s.labels
+        if labels is None:
+            labels = sorted({str(r.reference) for r in rows})
+            say(f"labels taken from the data: {', '.join(labels)} (set --labels to fix the "
+                "order or add labels missing from these rows)")
+        label_set = LabelSet.build(labels, s.label_names)
+    return EvalData(rows, None, label_set)
+
+
+def task_runner(s: EvalSettings, data: EvalData, model: ModelCallables) -> Callable[[list[EvalRow]], TaskResult]:
+    """The task as a function of rows (the counterfactual probe re-runs it on variants)."""
+    if s.task == "classify":
+        return lambda rows: run_classify(model, rows, data.label_set, s.method, s.system_prompt)
+    if s.task == "regress":
+        return lambda rows: run_regress(model, rows, s.system_prompt)
+    if s.task == "generate":
+        return lambda rows: run_generate(model, rows, s.normalizer, s.system_prompt)
+    if s.task == "perplexity":
+        return lambda rows: run_perplexity(model, rows)
+    ids = [r.id for r in data.rows]
+    return lambda rows: bbq_task.run_bbq(model, data.bbq_rows, ids, s.method)
+
+
+def _fairness(s: EvalSettings, data: EvalData, result: TaskResult,
+              run: Callable[[list[EvalRow]], TaskResult]) -> dict:
+    out: dict = {}
+    if s.counterfactual is not None:
+        terms = load_terms(s.terms)
+        out["counterfactual"] = counterfactual_probe(data.rows, terms, s.counterfactual, run)
+    if s.group_field:
+        groups = [str(r.meta.get(s.group_field)) for r in data.rows]
+        if all(r.meta.get(s.group_field) is None for r in data.rows):
+            raise ConfigError([f"group_field: no row has the field {s.group_field!r}"])
+        out["group_fairness"] = group_fairness(
+            [rec["reference"] for rec in result.rows], [rec["predicted"] for rec in result.rows],
+            groups, list(data.label_set.labels))
+    if s.task == "bbq":
+        out["bbq_metrics"] = {k: result.metrics[k] for k in ("accuracy_ambig", "accuracy_disambig",
+                                                            "bias_ambig", "bias_disambig")}
+    return out
+
+
+def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings,
+                   runs_dir: str = "runs", report_dir: str | None = None,
+                   progress: bool = False,
+                   loader: Callable[[str], ModelCallables] | None = None) -> Evaluation:
+    """Evaluate one or more models on the same rows of a data file.
+
+    Args:
+        models: model references or run folders; the first is the comparison baseline.
+        data_path: the data file.
+        settings: the evaluation settings.
+        runs_dir: where run names are looked up.
+        report_dir: write the HTML report (and review sheet) here; None writes none.
+        progress: progress bars on stderr.
+        loader: builds a model's callables from its reference (tests pass their own);
+            default: ``load_callables``.
+
+    Returns:
+        The ``Evaluation``; ``report["bias_failures"]`` lists exceeded fairness
+        thresholds (None when no fairness probe ran).
+
+    Raises:
+        ConfigError: settings that do not fit together.
+        DataError: unreadable data or rows the task cannot use.
+        ModelError, StoreError: a model cannot be loaded.
+    """
+    s = settings
+    _check_settings(s, len(models), report_dir)
+    data = load_eval_data(data_path, s)
+    load = loader or (lambda ref: load_callables(ref, runs_dir, s.max_new_tokens, s.batch_size,
+                                                 progress))
+    results: list[TaskResult] = []
+    fairness: dict[str, dict] = {}
+    for ref in models:
+        say(f"evaluating {ref} on {len(data.rows)} rows ({s.task})")
+        model = load(ref)
+        run = task_runner(s, data, model)
+        result = run(data.rows)
+        if any(r.model == result.model for r in results):
+            result.model = ref  # two runs of the same name: tell them apart by reference
+        results.append(result)
+        probes = _fairness(s, data, result, run)
+        if probes:
+            fairness[result.model] = probes
+        del model, run
+        gc.collect()  # one model in memory at a time
+    report = _report(data_path, data, s, results, fairness)
+    ev = Evaluation(report, results)
+    if report_dir is not None:
+        if s.review_rows:
+            write_review_sheet(report_dir, data.rows, results, s.review_rows, s.seed)
+            report["review_sheet"] = str(Path(report_dir) / "review.csv")
+        ev.report_path = write_eval_report(report_dir, report, results)
+    return ev
+
+
+def _report(data_path: str, data: EvalData, s: EvalSettings, results: list[TaskResult],
+            fairness: dict[str, dict]) -> dict:
+    first = results[0]
+    slices = None
+    fields = list(s.slice_by)
+    if s.task == "bbq":
+        fields = [f for f in ("category", "context_condition", "question_polarity") if f not in
+                  fields] + fields
+    if fields:
+        slices = {r.model: all_slices(r, data.rows, fields, s.length_buckets) for r in results}
+    comparison = None
+    if len(results) > 1:
+        comparison = compare_results(results, s.bootstrap_samples, s.seed, s.confidence)
+    failures = None
+    if fairness:
+        limits = s.thresholds.model_dump()
+        failures = [f"{m}: {line}" for m, rec in fairness.items()
+                    for line in bias_failures(rec, limits)]
+    return {**first.metrics, "task": s.task, "data": str(data_path), "rows": len(data.rows),
+            "models": [r.model for r in results],
+            "results": {r.model: r.metrics for r in results},
+            "slices": slices, "comparison": comparison, "fairness": fairness or None,
+            "bias_failures": failures, "review_sheet": None,
+            "settings": s.model_dump(mode="json")}
