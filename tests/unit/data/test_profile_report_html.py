@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from browser import CHROMIUM, PROBE, run_chromium
 from tunelab.data.check import check_data
 from tunelab.data.report import write_report
-
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
-                 if p), None)
 
 
 def write(path: Path, rows) -> Path:
@@ -68,21 +64,8 @@ def test_report_escapes_names_and_messages(report):
     assert "errors found" in page and "invalid_json" in page
 
 
-def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
-PROBE = """<script>
-window.addEventListener('load', () => {
-  const imgs = [...document.images];
-  const bad = imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);
-  document.body.setAttribute('data-probe',
-    JSON.stringify({count: imgs.length, bad: bad, widths: imgs.map(i => i.naturalWidth)}));
-});
-</script></body>"""
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make install-dev adds it)")

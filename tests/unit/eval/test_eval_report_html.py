@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from browser import CHROMIUM, PROBE, run_chromium
 from tunelab.config.evaluation import eval_settings
 from tunelab.eval.tasks import ModelCallables
 from tunelab.recipes.evaluate import run_evaluation
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
-                 if p), None)
 WORDS = {"good": "positive", "bad": "negative"}
 
 
@@ -119,21 +116,8 @@ def test_likelihood_method_and_regress_task(tmp_path):
     assert "plots/scatter_m.png" in ev.report_path.read_text()
 
 
-def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
-PROBE = """<script>
-window.addEventListener('load', () => {
-  const imgs = [...document.images];
-  const bad = imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);
-  document.body.setAttribute('data-probe',
-    JSON.stringify({count: imgs.length, bad: bad, widths: imgs.map(i => i.naturalWidth)}));
-});
-</script></body>"""
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make install-dev adds it)")
