@@ -40,8 +40,9 @@ SYSTEM_PROMPT = (
 #     naming a team: 117-120 of 120 unparseable), 15-30 s to evaluate when the CPU is idle;
 #   fine-tuning: ~60 steps of batch 4 predicting one team for everything, then the
 #     routing is learned within ~20-40 steps; 640 rows (160 steps) reached 100% on
-#     held-out in every run (3 seeds, constant or cosine lr); 480 rows reached 100% for
-#     2 of 3 runs and 53% for one (cosine decayed before the model broke out);
+#     held-out in all 3 finished runs (seeds 1, 2 with cosine lr; seed 0 with constant
+#     lr, scored on 60 tickets by first answer token); 480 rows reached 100% in 2 of 3
+#     runs and 53% in one (cosine decayed before the model broke out);
 #   time: 1.45 s/step (~250 tokens/s) on an idle CPU, so training ~230 s and the whole
 #     quickstart (load, base eval, train, fine-tuned eval) ~280 s; 3-5x slower while
 #     other jobs share the 2 cores.
