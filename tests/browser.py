@@ -30,3 +30,36 @@ window.addEventListener('load', () => {
     JSON.stringify({count: imgs.length, bad: bad, widths: imgs.map(i => i.naturalWidth)}));
 });
 </script></body>"""
+
+
+def image_probe(page: Path, tmp: Path) -> dict:
+    """Load a copy of ``page`` with PROBE and return what it saw: count, bad, widths."""
+    import json
+    import re
+
+    probe = page.parent / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", PROBE))
+    dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], tmp / "chrome-dom")
+    found = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
+    assert found, dom.stderr[-2000:]
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+def screenshot_pixels(page: Path, tmp: Path, height: int):
+    """A 1200-pixel-wide screenshot of ``page`` as an int16 RGB array."""
+    import numpy as np
+    from PIL import Image
+
+    shot = tmp / "out.png"
+    run_chromium([f"--screenshot={shot}", f"--window-size=1200,{height}", page.as_uri()],
+                 tmp / "chrome-shot")
+    assert shot.is_file(), "Chromium wrote no screenshot"
+    with Image.open(shot) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def colour_share(pixels, rgb) -> float:
+    """The fraction of pixels within 25 of ``rgb`` in every channel."""
+    import numpy as np
+
+    return float((np.abs(pixels - np.array(rgb)).max(axis=2) < 25).mean())

@@ -7,11 +7,10 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from browser import CHROMIUM, PROBE, run_chromium
+from browser import CHROMIUM, colour_share, image_probe, screenshot_pixels
 from tunelab.data.check import check_data
 from tunelab.data.report import write_report
 
@@ -71,25 +70,14 @@ def test_report_escapes_names_and_messages(report):
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make install-dev adds it)")
 def test_report_renders_in_headless_chromium_with_every_image_loaded(report, tmp_path):
     # A copy of the page with a probe script beside it (the report itself has no scripts).
-    probe = report.parent / "probe.html"
-    probe.write_text(report.read_text().replace("</body>", PROBE))
-    dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-                       tmp_path / "chrome-dom")
-    found = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
-    assert found, dom.stderr[-2000:]
-    state = json.loads(found.group(1).replace("&quot;", '"'))
+    state = image_probe(report, tmp_path)
     assert state["count"] == len(images(report)) and state["bad"] == []
     assert all(w >= 300 for w in state["widths"])
 
-    shot = tmp_path / "out.png"
-    run_chromium([f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri()],
-                 tmp_path / "chrome-shot")
-    assert shot.is_file(), "Chromium wrote no screenshot"
-    with Image.open(shot) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    pixels = screenshot_pixels(report, tmp_path, 2000)
     # The plots' bar colours (accepted green, token-length blue) are on screen: the
     # images were drawn, not left as blank boxes.
     def share(rgb):
-        return float((np.abs(pixels - np.array(rgb)).max(axis=2) < 25).mean())
+        return colour_share(pixels, rgb)
 
     assert share((0x3B, 0x7D, 0x3B)) > 0.002 and share((0x3B, 0x62, 0xA8)) > 0.002

@@ -6,11 +6,10 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from browser import CHROMIUM, PROBE, run_chromium
+from browser import CHROMIUM, colour_share, image_probe, screenshot_pixels
 from tunelab.config.evaluation import eval_settings
 from tunelab.eval.tasks import ModelCallables
 from tunelab.recipes.evaluate import run_evaluation
@@ -123,25 +122,14 @@ def test_likelihood_method_and_regress_task(tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make install-dev adds it)")
 def test_report_renders_in_headless_chromium(evaluation, tmp_path):
     index = evaluation.report_path
-    probe = index.parent / "probe.html"
-    probe.write_text(index.read_text().replace("</body>", PROBE))
-    dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-                       tmp_path / "chrome-dom")
-    found = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
-    assert found, dom.stderr[-2000:]
-    state = json.loads(found.group(1).replace("&quot;", '"'))
+    state = image_probe(index, tmp_path)
     assert state["count"] == len(re.findall(r"<img ", index.read_text())) and state["bad"] == []
     assert all(w >= 200 for w in state["widths"])
 
-    shot = tmp_path / "out.png"
-    run_chromium([f"--screenshot={shot}", "--window-size=1200,3000", index.as_uri()],
-                 tmp_path / "chrome-shot")
-    assert shot.is_file(), "Chromium wrote no screenshot"
-    with Image.open(shot) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    pixels = screenshot_pixels(index, tmp_path, 3000)
 
     def share(rgb):
-        return float((np.abs(pixels - np.array(rgb)).max(axis=2) < 25).mean())
+        return colour_share(pixels, rgb)
 
     # Slice bars of the first model (blue) and the compare plot's green "better" line.
     assert share((0x3B, 0x62, 0xA8)) > 0.001 and share((0x3B, 0x7D, 0x3B)) > 0.0005
