@@ -117,7 +117,9 @@ class TrainSettings(_Section):
     save_every: int = Field(50, ge=0)  # optimizer steps between checkpoints; 0 = only on a stop signal
     keep_last: int | None = Field(2, gt=0)  # complete checkpoints kept (None = all)
     log_every: int = Field(1, gt=0)  # optimizer steps between metric lines
-    group_by_length: bool = True  # batch rows of similar length: less padding
+    group_by_length: bool = True  # batch rows of similar length: less padding (padded batches only)
+    packing: bool = True  # padding-free packed micro-batches where the model supports them
+    fused_lora: bool = True  # one fused kernel sequence per LoRA linear (exact; see train/fastpath.py)
     num_threads: int | None = Field(None, gt=0)  # torch threads; None = all cores
 
     @model_validator(mode="after")

@@ -5,6 +5,9 @@ each epoch come in a seeded shuffle, so the same seed sees the same rows in the 
 order. With ``group_by_length`` the rows of one step are sorted by length before they
 are cut into micro-batches, which cuts padding without changing which rows a step sees
 (so the step's loss is the same as without grouping).
+
+With ``packed`` the rows of a micro-batch are concatenated into one padding-free
+sequence instead (see ``pack`` and ``tunelab.train.fastpath``); grouping is then moot.
 """
 
 from __future__ import annotations
@@ -20,10 +23,27 @@ from tunelab.data.template import IGNORE_INDEX, TokenizedExample
 
 @dataclass
 class MicroBatch:
-    input_ids: torch.Tensor  # (B, T) right-padded
+    input_ids: torch.Tensor  # (B, T) right-padded, or (1, T) packed
     attention_mask: torch.Tensor  # (B, T) 1 = real token
     labels: torch.Tensor  # (B, T) IGNORE_INDEX where not trained
     row_ids: list[int]  # indices into the training set, for exact-resume checks
+    position_ids: torch.Tensor | None = None  # packed: (1, T), restarting at 0 in each row
+    cu_seqlens: torch.Tensor | None = None  # packed: (rows + 1,) int32 row boundaries
+
+    @property
+    def packed(self) -> bool:
+        return self.cu_seqlens is not None
+
+    def model_inputs(self, device: torch.device | str | None = None) -> dict:
+        """Keyword arguments for the decoder's forward (packed rows carry their boundaries)."""
+        def to(t: torch.Tensor) -> torch.Tensor:
+            return t if device is None else t.to(device)
+        if not self.packed:
+            return {"input_ids": to(self.input_ids), "attention_mask": to(self.attention_mask)}
+        longest = int((self.cu_seqlens[1:] - self.cu_seqlens[:-1]).max())
+        cu = to(self.cu_seqlens)
+        return {"input_ids": to(self.input_ids), "position_ids": to(self.position_ids),
+                "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
 
     @property
     def num_loss_tokens(self) -> int:
@@ -49,6 +69,39 @@ def collate(rows: Sequence[TokenizedExample], row_ids: list[int], pad_id: int) -
     return MicroBatch(ids, mask, labels, list(row_ids))
 
 
+def pack(rows: Sequence[TokenizedExample], row_ids: list[int]) -> MicroBatch:
+    """Concatenate rows into one sequence of shape (1, total tokens), with no padding.
+
+    Each row's first label is set to IGNORE_INDEX: labels are shifted by one in the
+    loss, so that position would otherwise be the target of the previous row's last
+    token. (A row's first token is never a target in the padded layout either.)
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    bounds = [0]
+    for r in rows:
+        ids.extend(r.input_ids)
+        labels.append(IGNORE_INDEX)
+        labels.extend(r.labels[1:])
+        positions.extend(range(len(r)))
+        bounds.append(bounds[-1] + len(r))
+    n = len(ids)
+    return MicroBatch(
+        input_ids=torch.tensor([ids], dtype=torch.long),
+        attention_mask=torch.ones((1, n), dtype=torch.long),
+        labels=torch.tensor([labels], dtype=torch.long),
+        row_ids=list(row_ids),
+        position_ids=torch.tensor([positions], dtype=torch.long),
+        cu_seqlens=torch.tensor(bounds, dtype=torch.int32),
+    )
+
+
+def batch(rows: Sequence[TokenizedExample], row_ids: list[int], pad_id: int, packed: bool) -> MicroBatch:
+    """``pack`` or ``collate`` the rows."""
+    return pack(rows, row_ids) if packed else collate(rows, row_ids, pad_id)
+
+
 def steps_per_epoch(num_rows: int, batch_size: int, accumulation: int) -> int:
     return math.ceil(num_rows / (batch_size * accumulation))
 
@@ -61,7 +114,8 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
 
 def iter_steps(rows: Sequence[TokenizedExample], batch_size: int, accumulation: int, seed: int,
                epoch: int, pad_id: int, group_by_length: bool,
-               start_step: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[list[MicroBatch]]:
+               start_step: int = 0, rank: int = 0, world_size: int = 1,
+               packed: bool = False) -> Iterator[list[MicroBatch]]:
     """Yield the micro-batches of each optimizer step of one epoch, from ``start_step``.
 
     The last step of an epoch may be smaller; its loss is still the mean over its own
@@ -75,5 +129,5 @@ def iter_steps(rows: Sequence[TokenizedExample], batch_size: int, accumulation: 
         if group_by_length:
             idx = sorted(idx, key=lambda i: len(rows[i]))
         idx = idx[rank::world_size]  # after sorting: ranks get rows of similar lengths
-        yield [collate([rows[i] for i in idx[k:k + batch_size]], idx[k:k + batch_size], pad_id)
+        yield [batch([rows[i] for i in idx[k:k + batch_size]], idx[k:k + batch_size], pad_id, packed)
                for k in range(0, len(idx), batch_size)]

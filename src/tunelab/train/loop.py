@@ -19,7 +19,7 @@ import torch
 from tunelab.config.schema import TrainSettings
 from tunelab.data.template import TokenizedExample
 from tunelab.errors import TrainingError
-from tunelab.train.batching import collate, iter_steps, steps_per_epoch
+from tunelab.train.batching import batch, iter_steps, steps_per_epoch
 from tunelab.train.distributed import (
     SINGLE,
     World,
@@ -30,7 +30,8 @@ from tunelab.train.distributed import (
     gather_objects,
     interleave,
 )
-from tunelab.train.loss import step_loss_sum
+from tunelab.train.fastpath import fast_training, is_packed
+from tunelab.train.loss import batch_loss_sum
 
 
 class MetricSink(Protocol):
@@ -71,6 +72,7 @@ def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int,
     """Loss, perplexity and next-token accuracy over answer tokens of ``rows``.
 
     Batches are evaluated one at a time and only sums are kept: no logits accumulate.
+    Inside ``fast_training`` with packing on, the rows of a batch are packed.
     With several processes each evaluates every ``world.size``-th row and the sums are
     all-reduced, so every rank gets the same numbers.
     """
@@ -79,11 +81,11 @@ def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int,
     loss_sum, tokens, correct = 0.0, 0, 0
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # less padding
     order = order[world.rank::world.size]
+    packed = is_packed(model)
     for k in range(0, len(order), batch_size):
         idx = order[k:k + batch_size]
-        mb = collate([rows[i] for i in idx], idx, pad_id)
-        s, n, c = step_loss_sum(model, mb.input_ids.to(device), mb.attention_mask.to(device),
-                                mb.labels.to(device))
+        mb = batch([rows[i] for i in idx], idx, pad_id, packed)
+        s, n, c = batch_loss_sum(model, mb, device)
         loss_sum += float(s)
         tokens += n
         correct += c
@@ -144,6 +146,7 @@ class TrainLoop:
         self.on_validation = on_validation
         self.world = world
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.fast_path = None  # set by run()
 
     def _optimizer_step(self, micro_batches: list, step: int) -> dict[str, float]:
         """Forward/backward every micro-batch of a step, then one optimizer update."""
@@ -153,8 +156,7 @@ class TrainLoop:
             step_tokens = int(all_reduce_sum([step_tokens], self.world)[0])
         loss_total, correct = 0.0, 0
         for mb in micro_batches:
-            s, n, c = step_loss_sum(self.model, mb.input_ids.to(dev), mb.attention_mask.to(dev),
-                                    mb.labels.to(dev))
+            s, n, c = batch_loss_sum(self.model, mb, dev)
             if n == 0:
                 continue
             part = s / step_tokens  # each micro-batch adds its share of the step mean
@@ -217,10 +219,19 @@ class TrainLoop:
     def run(self, resume: dict | None = None) -> TrainResult:
         """Train to the end, to early stopping, or until ``should_stop`` says so.
 
+        Training runs on the fast path (``tunelab.train.fastpath``) as the settings allow;
+        ``self.fast_path`` tells what was on.
+
         Args:
             resume: the ``state`` of a checkpoint (see ``result_state``); the loop goes on
                 from its step with the same rows in the same order.
         """
+        s = self.settings
+        with fast_training(self.model, packing=s.packing, fused_lora=s.fused_lora) as fp:
+            self.fast_path = fp
+            return self._run(resume)
+
+    def _run(self, resume: dict | None) -> TrainResult:
         s = self.settings
         n_rows = len(self.train_rows)
         if n_rows == 0:
@@ -248,7 +259,8 @@ class TrainLoop:
             epoch, in_epoch = divmod(step, spe)
             for micro in iter_steps(self.train_rows, s.batch_size, s.gradient_accumulation_steps,
                                     s.seed, epoch, self.pad_id, s.group_by_length, start_step=in_epoch,
-                                    rank=self.world.rank, world_size=self.world.size):
+                                    rank=self.world.rank, world_size=self.world.size,
+                                    packed=self.fast_path.packing):
                 m = self._optimizer_step(micro, step + 1)
                 step += 1
                 result.steps = step
