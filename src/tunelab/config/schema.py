@@ -28,7 +28,10 @@ class ModelSettings(_Section):
 
     name: str = "smollm2-135m-instruct"  # store name, local HF folder, or hub id in the local HF cache
     trust_remote_code: bool = False  # custom model code runs only when this is true
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # fp32: bf16 is slow on CPUs without it
+    # float32 by default: a measured choice would make runs (and the ranks of one run)
+    # depend on machine load. auto: bf16 only where a bf16 matmul is measured >= 1.3x
+    # faster than fp32 (tunelab.models.hardware); on this CPU it is slower, so fp32.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     add_special_tokens: list[str] = Field(default_factory=list)  # new tokens; embeddings are resized
 
 

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from tunelab.errors import ModelError, ModelNotFoundError, UnsafeModelError
+from tunelab.models.hardware import resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,9 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False, dtype: str = "fl
     Args:
         path: a Hugging Face model folder.
         trust_remote_code: allow the folder's own modeling code.
-        dtype: one of ``float32``, ``bfloat16``, ``float16``, ``auto`` (or a torch dtype).
+        dtype: one of ``float32``, ``bfloat16``, ``float16``, ``auto`` (or a torch dtype);
+            ``auto`` measures whether bf16 is faster here (``tunelab.models.hardware``),
+            not the checkpoint's own dtype.
 
     Returns:
         the ``transformers`` model, in eval mode.
@@ -177,7 +180,7 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False, dtype: str = "fl
     if isinstance(dtype, torch.dtype):
         torch_dtype = dtype
     elif dtype in _DTYPES:
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        torch_dtype = getattr(torch, resolve_dtype(dtype))
     else:
         raise ModelError(f"dtype {dtype!r} is not supported", hint=f"use one of {_DTYPES}")
     from transformers import AutoModelForCausalLM

@@ -128,6 +128,12 @@ def _setup_model(run: FinetuneRun, start: StartingPoint | None = None) -> None:
     base = start or load_base(run.cfg)
     run.model_path, run.tokenizer, run.model = base.model_path, base.tokenizer, base.model
     run.new_token_ids = list(base.new_token_ids)
+    if ms.dtype == "bfloat16" and not _has_cuda():
+        from tunelab.models.hardware import bf16_speedup
+
+        if (x := bf16_speedup()) < 1.0 and run.world.is_main:
+            say(f"warning: a bf16 matmul runs {1 / x:.1f}x slower than fp32 on this CPU (measured); "
+                "`model.dtype: float32` (the default) trains faster")
     if ts.dropout is not None:
         adapters.set_dropout(run.model, ts.dropout)
     if start is None:  # a given starting point comes with its method applied
