@@ -74,6 +74,15 @@ def to_chat(r: dict) -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
 
 
+def tokenize_row(tok, row: dict):
+    """The row as tunelab tokenizes a chat: prompt masked, answer and end-of-turn labelled."""
+    from tunelab.data.example import Example, Message
+    from tunelab.data.template import tokenize_example
+
+    m = to_chat(row)["messages"]
+    return tokenize_example(tok, Example([Message(x["role"], x["content"]) for x in m]))
+
+
 def write_jsonl(rows: list[dict], path: Path) -> Path:
     with open(path, "w") as f:
         for r in rows:
@@ -197,16 +206,13 @@ def held_out_losses(model_dir: Path, adapters: dict[str, str], val_rows: list[di
     import torch
     from peft import PeftModel
 
-    from tunelab.data.example import Example, Message
-    from tunelab.data.template import tokenize_example
     from tunelab.models.loading import load_causal_lm, load_tokenizer
     from tunelab.recipes.eval_models import token_nll
 
     tok = load_tokenizer(model_dir)
     answer_rows, all_rows = [], []
     for r in val_rows:
-        m = to_chat(r)["messages"]
-        t = tokenize_example(tok, Example([Message(x["role"], x["content"]) for x in m]))
+        t = tokenize_row(tok, r)
         answer_rows.append(t)
         all_rows.append(type(t)(list(t.input_ids), list(t.input_ids)))
     out = {}
@@ -226,8 +232,6 @@ def held_out_losses(model_dir: Path, adapters: dict[str, str], val_rows: list[di
 
 def flop_count(model_dir: Path, train_rows: list[dict]) -> dict:
     """The training FLOPs of one epoch over ``train_rows`` (see the module docstring)."""
-    from tunelab.data.example import Example, Message
-    from tunelab.data.template import tokenize_example
     from tunelab.models.loading import load_tokenizer
 
     cfg = json.loads((model_dir / "config.json").read_text())
@@ -242,8 +246,7 @@ def flop_count(model_dir: Path, train_rows: list[dict]) -> dict:
     tok = load_tokenizer(model_dir)
     tokens = answers = attn_pairs = 0
     for row in train_rows:
-        m = to_chat(row)["messages"]
-        t = tokenize_example(tok, Example([Message(x["role"], x["content"]) for x in m]))
+        t = tokenize_row(tok, row)
         n = len(t)
         tokens += n
         answers += sum(1 for x in t.labels[1:] if x != -100)

@@ -47,7 +47,7 @@ def _hidden_and_head(model: Any, inputs: dict):
 
 def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, extra: dict) -> dict:
     inputs = {"input_ids": input_ids, **extra}
-    if attention_mask is not None and "cu_seq_lens_q" not in extra:
+    if attention_mask is not None:  # packed rows come without one (MicroBatch.model_inputs)
         inputs["attention_mask"] = attention_mask
     return inputs
 
