@@ -15,9 +15,12 @@ Two measured sources of waste on a CPU (see ``benchmarks/train_speed.py``):
   stays a peft adapter: saving, loading and merging are untouched; only the training
   forward of each LoRA linear is swapped, inside ``fast_training`` and no longer.
 
-Two smaller ones: the SiLU gate of Llama-style MLPs keeps only its inputs for the
-backward pass (one activation tensor less per layer), and glibc is asked to keep freed
-activation memory for reuse (``_keep_freed_memory``).
+Smaller ones, each a handful of elementwise passes per layer: the SiLU gate of
+Llama-style MLPs keeps only its inputs for the backward pass (one activation tensor less
+per layer); RMSNorm is one autograd function that keeps ``x`` and one scalar per token
+and runs three passes back instead of the library graph's seven; the rotary embedding is
+applied half by half into the projections' own layout, with no ``rotate_half`` copies;
+and glibc is asked to keep freed activation memory for reuse (``_keep_freed_memory``).
 
 All are exact rewrites, not approximations: ``tests/unit/train/test_fastpath.py``
 checks that the packed loss equals the padded loss of the same rows, and that the
@@ -210,6 +213,131 @@ class _SiluMul(torch.autograd.Function):
         return grad_gate, grad_up
 
 
+class _RmsNorm(torch.autograd.Function):
+    """``weight * x / sqrt(mean(x^2) + eps)`` over the last dimension, in float32.
+
+    The autograd graph of the library's RMSNorm runs seven elementwise passes forward and
+    back and keeps the normalized copy of ``x``; this keeps ``x`` and one scalar per token
+    (``rstd``) and computes the input gradient in three passes:
+    ``dx = rstd * (g w) - x * rstd^3 * mean(g w x)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        rstd = torch.linalg.vector_norm(x2, dim=-1).square_().div_(x2.shape[-1]).add_(eps).rsqrt_()
+        y = torch.mul(x2, rstd[:, None]).mul_(weight)
+        ctx.save_for_backward(x2, rstd, weight)
+        ctx.shape = x.shape
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        x2, rstd, weight = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = (g2 * x2).mul_(rstd[:, None]).sum(0)
+        if ctx.needs_input_grad[0]:
+            gw = g2 * weight
+            dot = torch.linalg.vecdot(gw, x2)  # sum(g w x) per token
+            coef = dot.mul_(rstd.pow(3)).div_(-x2.shape[-1])
+            grad_x = gw.mul_(rstd[:, None]).addcmul_(x2, coef[:, None]).view(ctx.shape)
+        return grad_x, grad_w, None
+
+
+# RMSNorms computing weight * (x * rsqrt(mean(x^2) + eps)), as _RmsNorm does.
+_PLAIN_RMSNORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
+
+
+def _rmsnorm_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.float32 or self.weight.dtype != torch.float32:
+        return type(self).forward(self, x)
+    return _RmsNorm.apply(x, self.weight, self.variance_epsilon)
+
+
+def _lean_norm(m: Any) -> bool:
+    return (type(m).__name__ in _PLAIN_RMSNORMS and isinstance(getattr(m, "weight", None), torch.Tensor)
+            and isinstance(getattr(m, "variance_epsilon", None), float))
+
+
+class _Rotary(torch.autograd.Function):
+    """Rotary position embedding ``x cos + rotate_half(x) sin``, written half by half.
+
+    With ``x = [x1, x2]``: ``[x1 c1 - x2 s1, x2 c2 + x1 s2]``; the backward pass is the
+    transposed rotation. The output has the memory layout of ``x`` (tokens before heads,
+    as the projections wrote it), with no ``rotate_half`` copy, negation or concatenation.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, sign=1.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, sin, sign=-1.0), None, None
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    """``[x1 c1 - sign x2 s1, x2 c2 + sign x1 s2]`` (sign -1 rotates back, with the halves' sines swapped)."""
+    half = x.shape[-1] // 2
+    out = torch.empty_like(x)  # preserves x's strides
+    x1, x2 = x[..., :half], x[..., half:]
+    o1, o2 = out[..., :half], out[..., half:]
+    c1, c2, s1, s2 = cos[..., :half], cos[..., half:], sin[..., :half], sin[..., half:]
+    if sign < 0:  # the transpose: d/dx1 = g1 c1 + g2 s2, d/dx2 = g2 c2 - g1 s1
+        s1, s2 = s2, s1
+    torch.mul(x1, c1, out=o1).addcmul_(x2, s1, value=-sign)
+    torch.mul(x2, c2, out=o2).addcmul_(x1, s2, value=sign)
+    return out
+
+
+def _fast_rotary(original: Any) -> Any:
+    """A drop-in for a Llama-style ``apply_rotary_pos_emb``; other dtypes or shapes go to ``original``."""
+
+    def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                             unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        d = q.shape[-1]
+        if not (q.dtype == k.dtype == cos.dtype == sin.dtype == torch.float32
+                and k.shape[-1] == cos.shape[-1] == sin.shape[-1] == d and d % 2 == 0):
+            return original(q, k, cos, sin, unsqueeze_dim)
+        cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+        return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
+
+    apply_rotary_pos_emb.tunelab_original = original
+    return apply_rotary_pos_emb
+
+
+# The modeling modules whose ``apply_rotary_pos_emb`` is the standard half rotation
+# (``q cos + rotate_half(q) sin``); the attention modules look it up at each call.
+_ROTARY_MODULES = {
+    "llama": "transformers.models.llama.modeling_llama",
+    "mistral": "transformers.models.mistral.modeling_mistral",
+    "qwen2": "transformers.models.qwen2.modeling_qwen2",
+    "qwen3": "transformers.models.qwen3.modeling_qwen3",
+    "gemma3_text": "transformers.models.gemma3.modeling_gemma3",
+}
+
+
+@contextlib.contextmanager
+def _rotary_swapped(model_type: str | None) -> Iterator[bool]:
+    """Swap in ``_fast_rotary`` for ``model_type``'s modeling module while inside."""
+    import sys
+
+    module = sys.modules.get(_ROTARY_MODULES.get(model_type or "", ""))
+    original = getattr(module, "apply_rotary_pos_emb", None)
+    if original is None or hasattr(original, "tunelab_original"):
+        yield False
+        return
+    module.apply_rotary_pos_emb = _fast_rotary(original)
+    try:
+        yield True
+    finally:
+        module.apply_rotary_pos_emb = original
+
+
 # Gated MLPs computing down(silu(gate(x)) * up(x)), whose forward _mlp_forward repeats.
 _SILU_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
 
@@ -256,6 +384,8 @@ class FastPath:
     packing: bool
     fused_lora_layers: int
     lean_mlps: int = 0
+    lean_norms: int = 0
+    fast_rotary: bool = False
 
     def describe(self) -> str:
         parts = ["packed rows (no padding)" if self.packing else "padded batches"]
@@ -263,6 +393,10 @@ class FastPath:
             parts.append(f"fused LoRA in {self.fused_lora_layers} layers")
         if self.lean_mlps:
             parts.append(f"lean SiLU gates in {self.lean_mlps} MLPs")
+        if self.lean_norms:
+            parts.append(f"lean RMSNorm in {self.lean_norms} norms")
+        if self.fast_rotary:
+            parts.append("half-wise rotary embedding")
         return ", ".join(parts)
 
 
@@ -285,17 +419,21 @@ def fast_training(model: Any, packing: bool = True, fused_lora: bool = True) -> 
     old_impl = getattr(cfg, "_attn_implementation", None)
     patched = [m for m in model.modules() if _fusable(m)] if fused_lora else []
     mlps = [m for m in model.modules() if _lean_mlp(m)]
+    norms = [m for m in model.modules() if _lean_norm(m)]
     _keep_freed_memory()
     try:
-        if use_packing:
-            cfg._attn_implementation = PACKED_ATTENTION
-        for m in patched:
-            m.forward = types.MethodType(_fused_forward, m)
-        for m in mlps:
-            m.forward = types.MethodType(_mlp_forward, m)
-        yield FastPath(use_packing, len(patched), len(mlps))
+        with _rotary_swapped(getattr(cfg, "model_type", None)) as rotary:
+            if use_packing:
+                cfg._attn_implementation = PACKED_ATTENTION
+            for m in patched:
+                m.forward = types.MethodType(_fused_forward, m)
+            for m in mlps:
+                m.forward = types.MethodType(_mlp_forward, m)
+            for m in norms:
+                m.forward = types.MethodType(_rmsnorm_forward, m)
+            yield FastPath(use_packing, len(patched), len(mlps), len(norms), rotary)
     finally:
-        for m in patched + mlps:
+        for m in patched + mlps + norms:
             m.__dict__.pop("forward", None)
         if use_packing:
             cfg._attn_implementation = old_impl

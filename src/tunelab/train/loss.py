@@ -96,21 +96,34 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros_like(weight) if need_w else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        for s in range(0, hidden.shape[0], chunk):
+        n_rows = hidden.shape[0]
+        # One logits buffer for every chunk: a fresh (chunk x vocab) tensor per chunk
+        # would be mapped and page-faulted in anew each time.
+        buf = torch.empty((min(chunk, n_rows), weight.shape[0]), dtype=torch.float32, device=hidden.device)
+        rows = torch.arange(min(chunk, n_rows), device=hidden.device)
+        for s in range(0, n_rows, chunk):
             h, t = hidden[s:s + chunk], targets[s:s + chunk]
-            logits = (h @ weight.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
+            n = t.shape[0]
+            logits = buf[:n]
+            if hidden.dtype == torch.float32:
+                torch.mm(h, weight.t(), out=logits)
+            else:
+                logits.copy_(h @ weight.t())
+            top, best = logits.max(dim=-1)  # one pass: the max for the loss, argmax for accuracy
             picked = logits.gather(1, t[:, None]).squeeze(1)
+            correct += (best == t).sum()
+            # softmax runs row by row (each row stays in cache), in place of the logits.
+            probs = torch.softmax(logits, dim=-1, out=logits)
+            # log-sum-exp from the softmax: the max logit's probability is 1 / sum(exp(l - max)).
+            lse = top - probs.gather(1, best[:, None]).squeeze(1).log()
             loss += (lse - picked).sum()
-            correct += (logits.argmax(-1) == t).sum()
             if need_h or need_w:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                probs[torch.arange(len(t), device=t.device), t] -= 1.0  # d(loss)/d(logits)
-                probs = probs.to(hidden.dtype)
+                probs[rows[:n], t] -= 1.0  # d(loss)/d(logits)
+                p = probs.to(hidden.dtype)
                 if need_h:
-                    torch.mm(probs, weight, out=grad_h[s:s + chunk])
+                    torch.mm(p, weight, out=grad_h[s:s + n])
                 if need_w:
-                    grad_w.addmm_(probs.t(), h)
+                    grad_w.addmm_(p.t(), h)
         ctx.save_for_backward(*(g for g in (grad_h, grad_w) if g is not None))
         ctx.has = (need_h, need_w)
         ctx.mark_non_differentiable(correct)

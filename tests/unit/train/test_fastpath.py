@@ -13,12 +13,20 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers.models.llama import modeling_llama
 
 from tunelab.data.example import Example, Message
 from tunelab.data.template import IGNORE_INDEX, tokenize_example
 from tunelab.train import loss as loss_mod
 from tunelab.train.batching import collate, pack
-from tunelab.train.fastpath import PACKED_ATTENTION, fast_training, is_packed, supports_packing
+from tunelab.train.fastpath import (
+    PACKED_ATTENTION,
+    _fast_rotary,
+    _RmsNorm,
+    fast_training,
+    is_packed,
+    supports_packing,
+)
 from tunelab.train.loss import batch_loss_sum, linear_cross_entropy
 
 TOL = 1e-5
@@ -109,6 +117,9 @@ def test_packed_fused_lora_equals_padded_peft(kind, tiny_tokenizer):
     f_l.backward()
     assert fp.packing and fp.fused_lora_layers == 14  # 7 linears x 2 layers
     assert fp.lean_mlps == (0 if kind == "gemma3_text" else 2)
+    # 2 per layer and the final norm; Qwen3 also normalizes q and k; Gemma's norm differs.
+    assert fp.lean_norms == {"gemma3_text": 0, "qwen3": 9}.get(kind, 5)
+    assert fp.fast_rotary
     assert_same(ref, ref_l, fast, f_l)
 
 
@@ -193,13 +204,57 @@ def test_pack_layout(tiny_tokenizer):
 
 def test_fast_training_restores_the_model(tiny_tokenizer, tiny_model):
     model = lora(tiny_model)
+    original_rotary = modeling_llama.apply_rotary_pos_emb
     before = model.base_model.model.config._attn_implementation
     with fast_training(model):
         assert is_packed(model)
         assert model.base_model.model.config._attn_implementation == PACKED_ATTENTION
+        assert modeling_llama.apply_rotary_pos_emb is not original_rotary
     assert model.base_model.model.config._attn_implementation == before
     assert not is_packed(model)
-    assert all("forward" not in m.__dict__ for m in model.modules())  # LoRA linears, MLPs
+    assert all("forward" not in m.__dict__ for m in model.modules())  # LoRA linears, MLPs, norms
+    assert modeling_llama.apply_rotary_pos_emb is original_rotary
+
+
+def test_lean_rmsnorm_matches_the_library_with_gradients():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    ref = LlamaRMSNorm(24, eps=1e-5)
+    ref.weight.data.uniform_(0.5, 1.5)
+    x = (torch.randn(2, 7, 24) * 3).requires_grad_()
+    g = torch.randn(2, 7, 24)
+    ref(x).backward(g)
+    gx, gw = x.grad.clone(), ref.weight.grad.clone()
+    x.grad = ref.weight.grad = None
+    y = _RmsNorm.apply(x, ref.weight, 1e-5)
+    y.backward(g)
+    with torch.no_grad():
+        assert torch.allclose(y, ref(x), atol=TOL)
+    assert torch.allclose(x.grad, gx, atol=TOL) and torch.allclose(ref.weight.grad, gw, atol=TOL)
+
+
+def test_half_wise_rotary_matches_the_library_with_gradients():
+    torch.manual_seed(0)
+    # q and k as the attention module makes them: (batch, heads, tokens, dim) views of
+    # (batch, tokens, heads, dim); cos and sin with unequal halves, to test the general form.
+    q = torch.randn(1, 6, 4, 8).transpose(1, 2).requires_grad_()
+    k = torch.randn(1, 6, 2, 8).transpose(1, 2).requires_grad_()
+    cos, sin = torch.randn(1, 6, 8), torch.randn(1, 6, 8)
+    gq, gk = torch.randn(1, 4, 6, 8), torch.randn(1, 2, 6, 8)
+    original = modeling_llama.apply_rotary_pos_emb
+    rq, rk = original(q, k, cos, sin)
+    torch.autograd.backward([rq, rk], [gq, gk])
+    ref_gq, ref_gk = q.grad.clone(), k.grad.clone()
+    q.grad = k.grad = None
+    fq, fk = _fast_rotary(original)(q, k, cos, sin)
+    assert fq.stride() == q.stride()  # the projections' layout, no copy into another
+    torch.autograd.backward([fq, fk], [gq, gk])
+    assert torch.allclose(fq, rq, atol=TOL) and torch.allclose(fk, rk, atol=TOL)
+    assert torch.allclose(q.grad, ref_gq, atol=TOL) and torch.allclose(k.grad, ref_gk, atol=TOL)
+    # Other dtypes go to the library's function.
+    hq, hk = _fast_rotary(original)(q.detach().double(), k.detach().double(), cos.double(), sin.double())
+    assert torch.allclose(hq, original(q.double(), k.double(), cos.double(), sin.double())[0])
 
 
 def test_packing_off_or_unsupported_falls_back_to_padding(tiny_tokenizer, tiny_model):
