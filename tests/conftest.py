@@ -28,6 +28,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
+@pytest.fixture
+def default_model():
+    """The real default model, pulled into the store (for ``real_model`` tests); skips if it cannot be."""
+    from tunelab.errors import ModelError
+    from tunelab.models.catalog import DEFAULT_MODEL
+    from tunelab.models.pull import pull
+
+    try:
+        return pull(DEFAULT_MODEL)
+    except ModelError as e:
+        pytest.skip(f"cannot pull {DEFAULT_MODEL}: {e.message}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch, request):
     """Each test gets its own model store unless it asks for the real one."""

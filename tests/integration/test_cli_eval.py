@@ -162,16 +162,10 @@ def test_usage_problems_exit_2_and_bad_rows_exit_1(tmp_path, tiny_model_dir):
 
 @pytest.mark.real_model
 @pytest.mark.slow
-def test_real_model_sst2_classification(capsys):
-    from tunelab.errors import ModelError
+def test_real_model_sst2_classification(capsys, default_model):
     from tunelab.models.catalog import DEFAULT_MODEL
-    from tunelab.models.pull import pull
 
     src = shared_file("sst2/dev.tsv")
-    try:
-        pull(DEFAULT_MODEL)
-    except ModelError as e:
-        pytest.skip(f"cannot pull {DEFAULT_MODEL}: {e.message}")
     assert main(["eval", DEFAULT_MODEL, "--data", str(src), "--task", "classify", "--text-field",
                  "content", "--label-field", "label", "--labels", "0,1", "--label-names",
                  "0=negative,1=positive", "--limit", "40", "--json", "--no-progress"]) == 0

@@ -9,7 +9,7 @@ import pytest
 
 from shared_data import shared_file
 from tunelab.cli import data_check
-from tunelab.errors import ModelError, TunelabError
+from tunelab.errors import TunelabError
 
 
 def _wired() -> bool:
@@ -128,15 +128,10 @@ def test_without_the_default_model_lengths_are_skipped_with_a_note(tmp_path, cap
 
 
 @pytest.mark.real_model
-def test_toy_chat_line_5_with_the_real_smollm2_template(capsys):
+def test_toy_chat_line_5_with_the_real_smollm2_template(capsys, default_model):
     from tunelab.models.catalog import DEFAULT_MODEL
-    from tunelab.models.pull import pull
 
     path = shared_file("openai_toy_chat/toy_chat_fine_tuning.jsonl")
-    try:
-        pull(DEFAULT_MODEL)
-    except ModelError as e:
-        pytest.skip(f"cannot pull {DEFAULT_MODEL}: {e.message}")
     assert cli(["data", "check", str(path), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == DEFAULT_MODEL

@@ -7,19 +7,13 @@ import yaml
 
 from shared_data import shared_file
 from tunelab.cli.main import main
-from tunelab.errors import ModelError
 from tunelab.models.catalog import DEFAULT_MODEL
-from tunelab.models.pull import pull
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 
-def test_real_model_validation_loss_falls(tmp_path, monkeypatch):
+def test_real_model_validation_loss_falls(tmp_path, monkeypatch, default_model):
     src = shared_file("gsm8k/gsm_8k_train.json")
-    try:
-        pull(DEFAULT_MODEL)
-    except ModelError as e:
-        pytest.skip(f"cannot pull {DEFAULT_MODEL}: {e.message}")
     rows = json.loads(src.read_text())
     # Rows are read from ../shared at test time into tmp, never copied into the project.
     (tmp_path / "train.json").write_text(json.dumps(rows[:32]))

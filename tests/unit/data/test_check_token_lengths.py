@@ -7,10 +7,7 @@ import pytest
 from tunelab.data.example import Example, Message
 from tunelab.data.template import tokenize_example
 from tunelab.data.token_lengths import token_lengths
-from tunelab.errors import ModelError
-from tunelab.models.catalog import DEFAULT_MODEL
 from tunelab.models.loading import load_tokenizer
-from tunelab.models.pull import pull
 
 
 def slow(tokenizer, example, template=None):
@@ -65,10 +62,7 @@ def test_empty_input():
 
 
 @pytest.mark.real_model
-def test_real_smollm2_tokenizer_fast_path_is_exact():
-    try:
-        tokenizer = load_tokenizer(pull(DEFAULT_MODEL).path)
-    except ModelError as e:
-        pytest.skip(f"cannot pull {DEFAULT_MODEL}: {e.message}")
+def test_real_smollm2_tokenizer_fast_path_is_exact(default_model):
+    tokenizer = load_tokenizer(default_model.path)
     examples = AWKWARD * 10
     assert token_lengths(tokenizer, examples) == [slow(tokenizer, e) for e in examples]
