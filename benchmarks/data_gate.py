@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from tunelab.data.check import _compare_text, check_data
-    from tunelab.data.dedup import DEFAULT_THRESHOLD, find_near_duplicates
+    from tunelab.gate.check import _compare_text, check_data
+    from tunelab.gate.dedup import DEFAULT_THRESHOLD, find_near_duplicates
     from tunelab.recipes.data_gate import gate_tokenizer
 
     path = Path(a.file)
@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "findings": full.counts(),
     }
     try:
-        from tunelab.data.split import split_rows
+        from tunelab.gate.split import split_rows
     except ImportError:
-        figures["split"] = "tunelab.data.split.split_rows is not available"
+        figures["split"] = "tunelab.gate.split.split_rows is not available"
     else:
         labels = [str(e.meta.get("label", "")) for e in result.examples]
         parts, t_split = _timed(lambda: split_rows(len(texts), [0.8, 0.1, 0.1], 0,

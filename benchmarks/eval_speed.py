@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from tunelab.eval.prompts import LabelSet
     from tunelab.eval.rows import load_rows
     from tunelab.eval.tasks import classify_prompts
-    from tunelab.recipes.inference import load_for_inference
+    from tunelab.models.runs import load_for_inference
     from tunelab.serve.engine import GenerationEngine
 
     loaded = load_for_inference(a.model)

@@ -206,8 +206,8 @@ def held_out_losses(model_dir: Path, adapters: dict[str, str], val_rows: list[di
     import torch
     from peft import PeftModel
 
+    from tunelab.eval.callables import token_nll
     from tunelab.models.loading import load_causal_lm, load_tokenizer
-    from tunelab.recipes.eval_models import token_nll
 
     tok = load_tokenizer(model_dir)
     answer_rows, all_rows = [], []

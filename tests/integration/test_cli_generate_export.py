@@ -7,7 +7,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.cli.main import main
-from tunelab.recipes.inference import load_for_inference
+from tunelab.models.runs import load_for_inference
 from tunelab.serve.engine import GenerationEngine
 
 PROMPTS = ["I was charged twice", "the app crashes", "my parcel is late", "reset my password",

@@ -14,9 +14,9 @@ import sys
 from collections import Counter
 from typing import TextIO
 
-from tunelab.data.check import DEFAULT_MAX_LENGTH, CheckResult
-from tunelab.data.dedup import DEFAULT_THRESHOLD
 from tunelab.data.formats import FORMATS
+from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult
+from tunelab.gate.dedup import DEFAULT_THRESHOLD
 
 EXIT_OK, EXIT_ERRORS = 0, 1
 # Warnings printed per code and file; errors are always printed in full.
@@ -92,7 +92,7 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 def cmd_profile(a: argparse.Namespace) -> int:
     """Run `tunelab data profile`; returns the exit code (1 when a file has errors)."""
-    from tunelab.data.profile import profile_from_check
+    from tunelab.gate.profile import profile_from_check
     from tunelab.recipes.data_gate import run_profile
 
     run = run_profile(a.files, a.out, a.model, a.format, a.template, a.max_length)

@@ -58,8 +58,8 @@ def _dedup(sub) -> None:
 
 
 def _cmd_dedup(a: argparse.Namespace) -> int:
-    from tunelab.data.dedup import duplicates_in_file
     from tunelab.data.table import read_table, row_text
+    from tunelab.gate.dedup import duplicates_in_file
 
     if a.semantic is not None:
         from tunelab.recipes.data_ops import require_semantic
@@ -94,7 +94,7 @@ def _leakage(sub) -> None:
 
 
 def _cmd_leakage(a: argparse.Namespace) -> int:
-    from tunelab.data.leakage import leakage_in_files
+    from tunelab.gate.leakage import leakage_in_files
 
     report = leakage_in_files(a.files, a.field, a.exclude, not a.no_near, a.threshold)
     summary = report.to_json()
@@ -125,7 +125,7 @@ def _names(text: str) -> list[str]:
 
 
 def _cmd_labels(a: argparse.Namespace) -> int:
-    from tunelab.data.labels import labels_in_file
+    from tunelab.gate.labels import labels_in_file
 
     report = labels_in_file(a.file, a.label, a.field, a.annotators, a.annotations, a.guideline)
     if a.label:
@@ -164,7 +164,7 @@ def _clean(sub) -> None:
 
 
 def _cmd_clean(a: argparse.Namespace) -> int:
-    from tunelab.data.clean import CleanOptions, clean_file, parse_missing, parse_redact
+    from tunelab.gate.clean import CleanOptions, clean_file, parse_missing, parse_redact
 
     options = CleanOptions(missing=parse_missing(a.missing), redact=parse_redact(a.redact),
                            dedup_fields=a.field, near_threshold=a.near)
@@ -191,7 +191,7 @@ def _split(sub) -> None:
 
 
 def _cmd_split(a: argparse.Namespace) -> int:
-    from tunelab.data.split import parse_ratios, split_file
+    from tunelab.gate.split import parse_ratios, split_file
 
     m = split_file(a.input, parse_ratios(a.ratios), a.seed, a.out_dir, a.names, a.stratify,
                    a.group, a.field, None if a.no_near else a.threshold)
@@ -217,7 +217,7 @@ def _balance(sub) -> None:
 
 
 def _cmd_balance(a: argparse.Namespace) -> int:
-    from tunelab.data.balance import balance_file
+    from tunelab.gate.balance import balance_file
 
     m = balance_file(a.input, a.output, a.label, a.target, a.method, a.seed, a.size)
     for label, c in m["counts"].items():
@@ -242,7 +242,7 @@ def _augment(sub) -> None:
 
 
 def _cmd_augment(a: argparse.Namespace) -> int:
-    from tunelab.data.augment import parse_methods
+    from tunelab.gate.augment import parse_methods
     from tunelab.recipes.data_ops import augment_with_model
 
     m = augment_with_model(a.input, a.output, a.field, parse_methods(a.methods), a.copies, a.p,

@@ -108,13 +108,14 @@ def settings_from_args(a: argparse.Namespace):
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    from tunelab.cli.reporter import StderrReporter
     from tunelab.eval.compare import format_comparison
     from tunelab.recipes.evaluate import run_evaluation
 
     settings = settings_from_args(a)
     models = ([a.model] if a.model else []) + list(a.compare)
     ev = run_evaluation(models, a.data, settings, runs_dir=a.runs_dir, report_dir=a.report,
-                        progress=not a.no_progress)
+                        reporter=StderrReporter(bars=not a.no_progress))
     report = ev.report
     print(format_summary(report))
     if report["comparison"]:

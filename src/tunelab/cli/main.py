@@ -19,16 +19,18 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from tunelab.cli.reporter import StderrReporter
     from tunelab.config.loader import load_config
-    from tunelab.recipes.phased import launch_target, run_training
+    from tunelab.recipes.train import run_train
+    from tunelab.train.phased import launch_target
 
     cfg = load_config(a.config, a.overrides)
     if a.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from tunelab.cli.launch import relaunch
 
         return relaunch(a, *launch_target(cfg, a.resume))  # every rank gets the same run folder
-    run_dir = run_training(cfg, progress=not a.no_progress, resume=a.resume,
-                           force_resume=a.force_resume)
+    run_dir = run_train(cfg, StderrReporter(bars=not a.no_progress), resume=a.resume,
+                        force_resume=a.force_resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return EXIT_OK  # rank 0 reports for all
     if not (run_dir / "summary.json").is_file():
@@ -46,13 +48,14 @@ def _fmt(x: float | None) -> str:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
+    from tunelab.cli.reporter import StderrReporter
     from tunelab.models.store import ModelStore
 
-    store = ModelStore()
+    store = ModelStore(reporter=StderrReporter())
     if a.models_cmd == "pull":
         from tunelab.models.pull import pull
 
-        rec = pull(a.name, store)
+        rec = pull(a.name, store, progress=lambda msg: store.reporter.info(f"tunelab: {msg}"))
         print(f"{rec.name}: {rec.path}")
     elif a.models_cmd == "import":
         from tunelab.models.pull import import_model
@@ -91,7 +94,7 @@ def _cmd_runs(a: argparse.Namespace) -> int:
 
 
 def _engine(ref: str, runs_dir: str):
-    from tunelab.recipes.inference import load_for_inference
+    from tunelab.models.runs import load_for_inference
     from tunelab.serve.engine import GenerationEngine
 
     loaded = load_for_inference(ref, runs_dir)
@@ -135,7 +138,7 @@ def _cmd_chat(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from tunelab.recipes.inference import export_merged
+    from tunelab.models.runs import export_merged
 
     out = export_merged(a.run, Path(a.merge), a.runs_dir, overwrite=a.overwrite)
     print(f"merged model: {out}")
@@ -143,9 +146,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(a: argparse.Namespace) -> int:
-    from tunelab.recipes.quickstart import run_quickstart
+    from tunelab.cli.reporter import StderrReporter
+    from tunelab.recipes.quickstart import format_table, run_quickstart
 
-    run_quickstart(Path(a.workdir), model=a.model, progress=not a.no_progress)
+    results = run_quickstart(Path(a.workdir), model=a.model,
+                             reporter=StderrReporter(bars=not a.no_progress))
+    print(format_table(results))
     return EXIT_OK
 
 

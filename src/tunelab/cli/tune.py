@@ -13,6 +13,7 @@ EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def _cmd_tune(a: argparse.Namespace) -> int:
+    from tunelab.cli.reporter import StderrReporter
     from tunelab.config.loader import load_config
     from tunelab.errors import ConfigError
     from tunelab.recipes.tune import run_tune
@@ -24,7 +25,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     if a.workers < 1:
         raise ConfigError([f"--workers: must be at least 1 (given: {a.workers})"])
     cfg = load_config(a.config, overrides)
-    result = run_tune(cfg, Path(a.config).stem, workers=a.workers)
+    result = run_tune(cfg, Path(a.config).stem, workers=a.workers, reporter=StderrReporter())
     print(result.table)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
     print(f"\nstudy: {result.folder} ({counts}; total {result.total})")

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tunelab.config.problems import validation_problems
 from tunelab.errors import ConfigError
 
 TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq"]
@@ -120,12 +121,11 @@ def eval_settings(data: dict[str, Any] | None = None, source: str | None = None)
     Raises:
         ConfigError: every problem, each with its key and the value given.
     """
-    from tunelab.config.loader import _format_errors  # here: the loader imports the schema
 
     try:
         return EvalSettings.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigError(_format_errors(e), source) from None
+        raise ConfigError(validation_problems(e), source) from None
 
 
 def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvalSettings:

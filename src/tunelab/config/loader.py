@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from tunelab.config.compose import cross_section_problems, resolve_phase_paths
+from tunelab.config.problems import validation_problems
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError
 
@@ -60,21 +61,6 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _format_errors(err: ValidationError) -> list[str]:
-    problems = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling)"
-        if e["type"] == "missing":
-            problems.append(f"{loc}: required but missing")
-            continue
-        given = e.get("input")
-        problems.append(f"{loc}: {msg} (given: {given!r})")
-    return problems
-
-
 def _resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     for src in [*cfg.data.train, *cfg.data.validation]:
         p = Path(src.path).expanduser()
@@ -104,7 +90,7 @@ def config_from_dict(data: dict, overrides: list[str] | None = None, source: str
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        problems = _format_errors(e)
+        problems = validation_problems(e)
     # Search paths and phase overrides are checked against the schema too, in the same report.
     problems += cross_section_problems(data)
     if problems:

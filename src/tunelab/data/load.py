@@ -3,7 +3,8 @@
 Every row is accounted for: it becomes an example or it has at least one finding, and
 one error anywhere stops the load with a report of all of them (``DataError``), so a
 run never trains on a silently shortened data set. ``check_file`` is the same pass
-without raising, for ``tunelab data check``. This module knows nothing of tokenizers,
+without raising, for ``tunelab data check``; ``holdout_split`` carves the seeded
+validation rows out of the training rows when the config names no validation file. This module knows nothing of tokenizers,
 templates or training; it only reads, converts and reports.
 """
 
@@ -13,6 +14,7 @@ import logging
 import math
 import random
 from pathlib import Path
+from typing import TypeVar
 
 from tunelab.data.example import Example
 from tunelab.data.findings import Finding
@@ -24,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # Warnings logged one by one on a successful load; the rest are counted.
 _MAX_LOGGED = 20
+
+T = TypeVar("T")
 
 
 def check_file(path: str | Path,
@@ -180,3 +184,17 @@ def _log_warnings(path: str | Path, warnings: list[Finding]) -> None:
     if len(warnings) > _MAX_LOGGED:
         logger.warning("%s: %d more warning(s); run `tunelab data check %s` to see them all",
                        path, len(warnings) - _MAX_LOGGED, path)
+
+
+def holdout_split(rows: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Seeded split: (rows kept for training, rows held out); at least one row each side.
+
+    Returns the rows unsplit when ``fraction`` is 0 or there are fewer than 2 rows.
+    """
+    if fraction <= 0 or len(rows) < 2:
+        return list(rows), []
+    idx = list(range(len(rows)))
+    random.Random(seed).shuffle(idx)
+    n_val = min(max(1, round(len(rows) * fraction)), len(rows) - 1)
+    held = set(idx[:n_val])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]

@@ -9,7 +9,7 @@ is which model, so raters cannot favour a name.
 ``import_reviews`` reads filled sheets (one per rater, or one with a ``rater`` column),
 un-blinds them with the key and reports per model the win rate (a tie counts half),
 the mean score, and agreement between raters on the preferred model (Cohen's kappa for
-two raters, Fleiss' for more: ``tunelab.data.labels.agreement``).
+two raters, Fleiss' for more: ``tunelab.gate.labels.agreement``).
 
 This module knows nothing of models.
 """
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.data.labels import agreement
 from tunelab.data.table import read_table, write_json, write_text
 from tunelab.errors import DataError
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import TaskResult
+from tunelab.gate.labels import agreement
 
 TIE = "tie"
 SCORE_RANGE = (1, 5)

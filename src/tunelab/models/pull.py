@@ -6,7 +6,8 @@ stores model and tokenizer as safetensors. ``import_model`` does the same for a 
 GGUF, or copies a local Hugging Face folder (safetensors only).
 
 The network is touched only by ``pip`` and only in ``pull``; the Hugging Face hub never.
-Nothing here knows about training or the CLI: progress goes to a callback (stderr).
+Nothing here knows about training or the CLI: progress goes to a callback (the CLI's
+shows it on stderr); without one, pulling is silent.
 """
 
 from __future__ import annotations
@@ -33,12 +34,8 @@ Progress = Callable[[str], None]
 _COPY_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".jinja", ".tiktoken", ".md")
 
 
-def _stderr(msg: str) -> None:
-    print(f"tunelab: {msg}", file=sys.stderr, flush=True)
-
-
 def pull(
-    name: str, store: ModelStore | None = None, progress: Progress | None = _stderr
+    name: str, store: ModelStore | None = None, progress: Progress | None = None
 ) -> ModelRecord:
     """Fetch a catalogued model into the store (nothing to do when it is already there).
 

@@ -17,13 +17,13 @@ import os
 import re
 import shutil
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tunelab.errors import StoreError
+from tunelab.tracking.reporter import SILENT, Reporter
 
 MANIFEST = "tunelab_model.json"
 MANIFEST_VERSION = 1
@@ -92,8 +92,9 @@ class ModelStore:
             ``<home>/models``.
     """
 
-    def __init__(self, home: Path | None = None) -> None:
+    def __init__(self, home: Path | None = None, reporter: Reporter = SILENT) -> None:
         self.home = Path(home) if home is not None else store_home()
+        self.reporter = reporter  # told of entries skipped for an unreadable manifest
         self.models_dir = self.home / "models"
 
     def staging_dir(self) -> Path:
@@ -269,11 +270,8 @@ class ModelStore:
                 created=str(data["created"]),
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
-            warnings.warn(
-                f"skipping {folder}: its {MANIFEST} is unreadable ({e}); "
-                f"remove the folder or pull/import the model again",
-                stacklevel=3,
-            )
+            self.reporter.warning(f"skipping {folder}: its {MANIFEST} is unreadable ({e}); "
+                                  "remove the folder or pull/import the model again")
             return None
 
 

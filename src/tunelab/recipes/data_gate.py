@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config.schema import ModelSettings
-from tunelab.data.check import DEFAULT_MAX_LENGTH, CheckResult, check_data
-from tunelab.data.dedup import DEFAULT_THRESHOLD
-from tunelab.data.report import write_report
 from tunelab.errors import ModelNotFoundError
+from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult, check_data
+from tunelab.gate.dedup import DEFAULT_THRESHOLD
+from tunelab.gate.report import write_report
 from tunelab.models.loading import load_tokenizer
 from tunelab.models.resolve import resolve_model
 

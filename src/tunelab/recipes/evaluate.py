@@ -14,23 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.config.evaluation import EvalSettings
-from tunelab.data.table import read_table
 from tunelab.errors import ConfigError
-from tunelab.eval import bbq as bbq_task
+from tunelab.eval.callables import load_callables
 from tunelab.eval.compare import compare_results
 from tunelab.eval.fairness import bias_failures, counterfactual_probe, group_fairness
-from tunelab.eval.generate_tasks import run_generate
-from tunelab.eval.perplexity import run_perplexity
-from tunelab.eval.prompts import LabelSet
-from tunelab.eval.regress import run_regress
 from tunelab.eval.report import write_eval_report
 from tunelab.eval.review import write_review_sheet
-from tunelab.eval.rows import EvalRow, load_rows, require_references
+from tunelab.eval.rows import EvalRow
+from tunelab.eval.runner import EvalData, load_eval_data, task_runner
 from tunelab.eval.slices import all_slices
-from tunelab.eval.tasks import ModelCallables, TaskResult, run_classify
+from tunelab.eval.tasks import ModelCallables, TaskResult
 from tunelab.eval.terms import load_terms
-from tunelab.recipes.eval_models import load_callables
-from tunelab.recipes.finetune import say
+from tunelab.tracking.reporter import SILENT, Reporter
 
 
 @dataclass
@@ -40,15 +35,6 @@ class Evaluation:
     report: dict
     results: list[TaskResult] = field(default_factory=list)
     report_path: Path | None = None
-
-
-@dataclass
-class EvalData:
-    """The rows of an evaluation, the raw BBQ rows (bbq only) and the labels (classify)."""
-
-    rows: list[EvalRow]
-    bbq_rows: list[dict] | None = None
-    label_set: LabelSet | None = None
 
 
 def _check_settings(s: EvalSettings, n_models: int, report_dir: str | None) -> None:
@@ -67,50 +53,6 @@ def _check_settings(s: EvalSettings, n_models: int, report_dir: str | None) -> N
         problems.append("no model given: name one, or several with --compare")
     if problems:
         raise ConfigError(problems)
-
-
-def load_eval_data(path: str, s: EvalSettings) -> EvalData:
-    """Read and check the rows the task needs, before any model is loaded.
-
-    Raises:
-        DataError: unreadable rows, rows without references, or unknown BBQ fields.
-        ConfigError: label names that do not fit the labels.
-    """
-    if s.task == "bbq":
-        table = read_table(path)
-        rows = table.rows[: s.limit] if s.limit else table.rows
-        bbq_task.check_bbq_rows(rows, table.source)
-        ids = [f"{table.source}:{line}" for line in table.lines[: len(rows)]]
-        # EvalRows carry the metadata for slices (category, context_condition, ...).
-        eval_rows = [EvalRow(id=i, prompt=c, reference=str(r["label"]), meta=dict(r))
-                     for i, r, c in zip(ids, rows, bbq_task.bbq_prompts(rows), strict=True)]
-        return EvalData(eval_rows, rows)
-    rows = load_rows(path, s.text_field, s.label_field, s.limit)
-    if s.task != "perplexity":
-        require_references(rows, s.label_field, s.task)
-    label_set = None
-    if s.task == "classify":
-        labels = s.labels
-        if labels is None:
-            labels = sorted({str(r.reference) for r in rows})
-            say(f"labels taken from the data: {', '.join(labels)} (set --labels to fix the "
-                "order or add labels missing from these rows)")
-        label_set = LabelSet.build(labels, s.label_names)
-    return EvalData(rows, None, label_set)
-
-
-def task_runner(s: EvalSettings, data: EvalData, model: ModelCallables) -> Callable[[list[EvalRow]], TaskResult]:
-    """The task as a function of rows (the counterfactual probe re-runs it on variants)."""
-    if s.task == "classify":
-        return lambda rows: run_classify(model, rows, data.label_set, s.method, s.system_prompt)
-    if s.task == "regress":
-        return lambda rows: run_regress(model, rows, s.system_prompt)
-    if s.task == "generate":
-        return lambda rows: run_generate(model, rows, s.normalizer, s.system_prompt)
-    if s.task == "perplexity":
-        return lambda rows: run_perplexity(model, rows)
-    ids = [r.id for r in data.rows]
-    return lambda rows: bbq_task.run_bbq(model, data.bbq_rows, ids, s.method)
 
 
 def _fairness(s: EvalSettings, data: EvalData, result: TaskResult,
@@ -134,7 +76,7 @@ def _fairness(s: EvalSettings, data: EvalData, result: TaskResult,
 
 def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings,
                    runs_dir: str = "runs", report_dir: str | None = None,
-                   progress: bool = False,
+                   reporter: Reporter = SILENT,
                    loader: Callable[[str], ModelCallables] | None = None) -> Evaluation:
     """Evaluate one or more models on the same rows of a data file.
 
@@ -144,7 +86,7 @@ def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings
         settings: the evaluation settings.
         runs_dir: where run names are looked up.
         report_dir: write the HTML report (and review sheet) here; None writes none.
-        progress: progress bars on stderr.
+        reporter: progress lines and bars.
         loader: builds a model's callables from its reference (tests pass their own);
             default: ``load_callables``.
 
@@ -159,13 +101,13 @@ def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings
     """
     s = settings
     _check_settings(s, len(models), report_dir)
-    data = load_eval_data(data_path, s)
+    data = load_eval_data(data_path, s, reporter)
     load = loader or (lambda ref: load_callables(ref, runs_dir, s.max_new_tokens, s.batch_size,
-                                                 progress))
+                                                 reporter))
     results: list[TaskResult] = []
     fairness: dict[str, dict] = {}
     for ref in models:
-        say(f"evaluating {ref} on {len(data.rows)} rows ({s.task})")
+        reporter.info(f"evaluating {ref} on {len(data.rows)} rows ({s.task})")
         model = load(ref)
         run = task_runner(s, data, model)
         result = run(data.rows)

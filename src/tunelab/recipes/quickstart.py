@@ -17,23 +17,24 @@ from tunelab.config.loader import config_from_dict
 from tunelab.data.load import load_examples
 from tunelab.data.tasks import ticket_routing as task
 from tunelab.eval.classify import evaluate_classifier
-from tunelab.recipes.finetune import run_finetune, say
-from tunelab.recipes.inference import load_for_inference
+from tunelab.models.runs import load_for_inference
 from tunelab.serve.engine import GenerationEngine
+from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import write_json_atomic, write_text_atomic
+from tunelab.train.run import run_finetune
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _score(ref: str, examples: list, runs_dir: Path, progress: bool, rec: dict) -> dict[str, Any]:
+def _score(ref: str, examples: list, runs_dir: Path, reporter: Reporter, rec: dict) -> dict[str, Any]:
     loaded = load_for_inference(ref, str(runs_dir))
     engine = GenerationEngine(loaded.model, loaded.tokenizer, loaded.chat_template)
 
     def predict(convs):
         return engine.generate(convs, max_new_tokens=rec["max_new_tokens"],
-                               batch_size=16, progress=progress)
+                               batch_size=16, progress=reporter.bar)
 
     return evaluate_classifier(predict, examples, list(task.TEAMS))
 
@@ -55,14 +56,14 @@ def quickstart_config(workdir: Path, model: str, rec: dict) -> dict:
     }
 
 
-def run_quickstart(workdir: Path, model: str = "smollm2-135m-instruct", progress: bool = True,
-                   settings: dict | None = None) -> dict:
-    """Run the whole quickstart and print a before/after table.
+def run_quickstart(workdir: Path, model: str = "smollm2-135m-instruct",
+                   reporter: Reporter = SILENT, settings: dict | None = None) -> dict:
+    """Run the whole quickstart; the CLI prints the before/after table (``format_table``).
 
     Args:
         workdir: where the data, the run and ``results.json`` go.
         model: the model to fine-tune (a store name, folder or cached hub id).
-        progress: progress bars on stderr.
+        reporter: progress lines and bars.
         settings: replaces entries of ``ticket_routing.RECOMMENDED`` (tests use fewer rows).
 
     Returns:
@@ -79,23 +80,23 @@ def run_quickstart(workdir: Path, model: str = "smollm2-135m-instruct", progress
     valid, test = test[:n_valid], test[n_valid:]
     for name, rows in (("train", train), ("valid", valid), ("test", test)):
         _write_jsonl(workdir / "data" / f"{name}.jsonl", task.to_jsonl_rows(rows))
-    say(f"1/4 data: {len(train)} training, {len(valid)} validation, {len(test)} held-out tickets "
+    reporter.info(f"1/4 data: {len(train)} training, {len(valid)} validation, {len(test)} held-out tickets "
         f"for {len(task.TEAMS)} teams in {workdir / 'data'}")
     # The data goes through the same reader and validator a user's file does.
     test_examples = load_examples(workdir / "data" / "test.jsonl")
     load_examples(workdir / "data" / "train.jsonl")
 
-    say("2/4 scoring the base model on the held-out tickets")
-    base = _score(model, test_examples, workdir / "runs", progress, rec)
+    reporter.info("2/4 scoring the base model on the held-out tickets")
+    base = _score(model, test_examples, workdir / "runs", reporter, rec)
 
-    say("3/4 fine-tuning with LoRA")
+    reporter.info("3/4 fine-tuning with LoRA")
     cfg_dict = quickstart_config(workdir, model, rec)
     write_text_atomic(workdir / "quickstart.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
     cfg = config_from_dict(cfg_dict)
-    run_dir = run_finetune(cfg, progress=progress)
+    run_dir = run_finetune(cfg, reporter)
 
-    say("4/4 scoring the fine-tuned model")
-    tuned = _score(str(run_dir), test_examples, workdir / "runs", progress, rec)
+    reporter.info("4/4 scoring the fine-tuned model")
+    tuned = _score(str(run_dir), test_examples, workdir / "runs", reporter, rec)
 
     results = {"task": "support-ticket routing", "teams": list(task.TEAMS), "held_out_rows": len(test),
                "model": model, "run": str(run_dir),
@@ -103,11 +104,11 @@ def run_quickstart(workdir: Path, model: str = "smollm2-135m-instruct", progress
                "fine_tuned": {k: tuned[k] for k in ("accuracy", "macro_f1", "unparseable")},
                "wall_seconds": round(time.time() - t0, 1)}
     write_json_atomic(workdir / "results.json", results)
-    print(format_table(results))
     return results
 
 
 def format_table(r: dict) -> str:
+    """The before/after table of ``run_quickstart``'s results, for the CLI to print."""
     b, t = r["base"], r["fine_tuned"]
     gain = 100 * (t["accuracy"] - b["accuracy"])
     lines = [

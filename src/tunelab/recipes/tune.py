@@ -21,10 +21,11 @@ from tunelab.config.compose import apply_values, phase_config
 from tunelab.config.loader import dump_config
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError, TrainingError, TunelabError
-from tunelab.recipes.finetune import say
-from tunelab.recipes.phased import run_training
+from tunelab.eval.during_training import eval_hook
 from tunelab.tracking.loggers import read_metrics
+from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import SUMMARY, write_json_atomic, write_text_atomic
+from tunelab.train.phased import run_training
 
 TRIALS = "trials"
 
@@ -41,7 +42,7 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _check(cfg: RunConfig) -> None:
+def _check(cfg: RunConfig, reporter: Reporter) -> None:
     """Refuse a search that cannot produce a value; warn when pruning cannot act."""
     if cfg.search is None:
         raise ConfigError(["search: required by `tunelab tune`: a search: block with params "
@@ -52,8 +53,8 @@ def _check(cfg: RunConfig) -> None:
                            "(data.validation files, or data.validation_split > 0)"])
     if cfg.search.pruner != "none" and last.train.eval_every == 0 \
             and "train.eval_every" not in cfg.search.params:
-        say(f"warning: search.pruner is {cfg.search.pruner} but train.eval_every is 0: trials "
-            "validate only at the end, so none is stopped early")
+        reporter.warning(f"search.pruner is {cfg.search.pruner} but train.eval_every is 0: "
+                         "trials validate only at the end, so none is stopped early")
 
 
 def study_folder(cfg: RunConfig, default_name: str) -> tuple[Path, str, str]:
@@ -113,7 +114,7 @@ def trial_value(run_dir: Path, metric: str) -> float:
 
 
 def _run_trial(cfg: RunConfig, study: Any, trial: Any, folder: Path, taken_before: int,
-               total: int) -> str:
+               total: int, reporter: Reporter) -> str:
     """Train one trial and tell the study; returns its state (or ``stopped`` by a signal)."""
     from optuna.trial import TrialState
 
@@ -125,7 +126,7 @@ def _run_trial(cfg: RunConfig, study: Any, trial: Any, folder: Path, taken_befor
     tcfg = apply_values(cfg, values)
     tcfg.output.dir, tcfg.output.name = str(folder / TRIALS), f"trial-{trial.number:04d}"
     trial.set_user_attr("run", str(Path(tcfg.output.dir) / tcfg.output.name))
-    say(f"trial {trial.number} ({taken_before + 1} of {total}): "
+    reporter.info(f"trial {trial.number} ({taken_before + 1} of {total}): "
         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()))
 
     def report(step: int, metrics: dict[str, float]) -> bool:
@@ -134,10 +135,11 @@ def _run_trial(cfg: RunConfig, study: Any, trial: Any, folder: Path, taken_befor
 
     beat = Heartbeat(study._storage, trial._trial_id, s.heartbeat_seconds)
     try:
-        run_dir = run_training(tcfg, progress=False, on_validation=report)
+        # Trials report per trial, not per step: no progress bar, but the same eval tasks.
+        run_dir = run_training(tcfg, SILENT, on_validation=report, task_hook=eval_hook)
     except TunelabError as e:
         study.tell(trial, state=TrialState.FAIL)
-        say(f"trial {trial.number} failed: {e}")
+        reporter.info(f"trial {trial.number} failed: {e}")
         return "fail"
     finally:
         beat.stop()
@@ -147,11 +149,11 @@ def _run_trial(cfg: RunConfig, study: Any, trial: Any, folder: Path, taken_befor
         return "stopped"
     if json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("stopped_by_hook"):
         study.tell(trial, state=TrialState.PRUNED)
-        say(f"trial {trial.number} pruned")
+        reporter.info(f"trial {trial.number} pruned")
         return "pruned"
     value = trial_value(run_dir, s.metric)
     study.tell(trial, value)
-    say(f"trial {trial.number} done: validation {s.metric} {value:.4f}")
+    reporter.info(f"trial {trial.number} done: validation {s.metric} {value:.4f}")
     return "complete"
 
 
@@ -163,7 +165,8 @@ def total_trials(cfg: RunConfig) -> int:
     return min(s.trials, grid_size(s)) if s.sampler == "grid" else s.trials
 
 
-def work(cfg: RunConfig, folder: Path, name: str, url: str, threads: int | None = None) -> int:
+def work(cfg: RunConfig, folder: Path, name: str, url: str, threads: int | None = None,
+         reporter: Reporter = SILENT) -> int:
     """One worker: take trials from the shared study until the total is taken.
 
     Returns:
@@ -182,21 +185,24 @@ def work(cfg: RunConfig, folder: Path, name: str, url: str, threads: int | None 
         if trial is None:
             break
         ran += 1
-        if _run_trial(cfg, study, trial, folder, before, total) == "stopped":
+        if _run_trial(cfg, study, trial, folder, before, total, reporter) == "stopped":
             break
     return ran
 
 
-def _worker_main(cfg_data: dict, folder: str, name: str, url: str, threads: int | None) -> None:
+def _worker_main(cfg_data: dict, folder: str, name: str, url: str, threads: int | None,
+                 reporter: Reporter) -> None:
     """Entry point of a spawned worker process (arguments must pickle)."""
-    work(RunConfig.model_validate(cfg_data), Path(folder), name, url, threads)
+    work(RunConfig.model_validate(cfg_data), Path(folder), name, url, threads, reporter)
 
 
-def _run_workers(cfg: RunConfig, folder: Path, name: str, url: str, workers: int) -> None:
+def _run_workers(cfg: RunConfig, folder: Path, name: str, url: str, workers: int,
+                 reporter: Reporter) -> None:
     threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     procs = [ctx.Process(target=_worker_main, name=f"tune-worker-{i}",
-                         args=(cfg.model_dump(mode="json"), str(folder), name, url, threads))
+                         args=(cfg.model_dump(mode="json"), str(folder), name, url, threads,
+                               reporter))
              for i in range(workers)]
     for p in procs:
         p.start()
@@ -209,7 +215,7 @@ def _run_workers(cfg: RunConfig, folder: Path, name: str, url: str, workers: int
         raise
     failed = [p.name for p in procs if p.exitcode != 0]
     if failed:
-        say(f"warning: {', '.join(failed)} ended with an error; run `tunelab tune` again to finish")
+        reporter.warning(f"{', '.join(failed)} ended with an error; run `tunelab tune` again to finish")
 
 
 def _finish(cfg: RunConfig, study: Any, folder: Path, name: str, total: int) -> TuneResult:
@@ -244,34 +250,36 @@ def _finish(cfg: RunConfig, study: Any, folder: Path, name: str, total: int) -> 
     return result
 
 
-def run_tune(cfg: RunConfig, default_name: str, workers: int = 1) -> TuneResult:
+def run_tune(cfg: RunConfig, default_name: str, workers: int = 1,
+             reporter: Reporter = SILENT) -> TuneResult:
     """Run (or continue) the search of ``cfg.search`` until its trial total is taken.
 
     Args:
         cfg: a validated config with a ``search`` block.
         default_name: the study name when ``search.study`` is not set (the config's stem).
         workers: processes sharing the study on this machine.
+        reporter: one line per trial, and warnings (it must pickle for workers > 1).
 
     Raises:
         ConfigError: no search block, no validation data, or a changed search space.
     """
     from tunelab.train.study import fail_dead_trials, study_lock, taken
 
-    _check(cfg)
+    _check(cfg, reporter)
     folder, name, url = study_folder(cfg, default_name)
     study = _open_study(cfg, folder, name, url, create=True)
     with study_lock(folder):
         dead = fail_dead_trials(study)
     if dead:
-        say(f"trial(s) {', '.join(map(str, dead))} of a stopped search: failed; their parameters run again")
+        reporter.info(f"trial(s) {', '.join(map(str, dead))} of a stopped search: failed; their parameters run again")
     total = total_trials(cfg)
     if total < cfg.search.trials:
-        say(f"the grid has {total} points: running {total} trials, not {cfg.search.trials}")
+        reporter.info(f"the grid has {total} points: running {total} trials, not {cfg.search.trials}")
     done = taken(study.get_trials(deepcopy=False))
-    say(f"study {name} ({folder}): {done} of {total} trials taken"
+    reporter.info(f"study {name} ({folder}): {done} of {total} trials taken"
         + ("; continuing" if done else "") + f"; {workers} worker(s)")
     if workers > 1:
-        _run_workers(cfg, folder, name, url, workers)
+        _run_workers(cfg, folder, name, url, workers, reporter)
     else:
-        work(cfg, folder, name, url)
+        work(cfg, folder, name, url, reporter=reporter)
     return _finish(cfg, study, folder, name, total)

@@ -13,7 +13,7 @@ builds on it. It receives a loaded model and tokenizer and never loads either.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from transformers import GenerationConfig
 
 from tunelab.data.example import Message
 from tunelab.data.template import end_of_turn_ids, render_prompt_ids, resolve_chat_template
+from tunelab.tracking.reporter import Progress
 
 
 class GenerationEngine:
@@ -74,7 +75,7 @@ class GenerationEngine:
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
-        progress: bool = False,
+        progress: Callable[..., Progress] | None = None,
     ) -> list[str]:
         """Answer each chat; one string per chat, in the order given.
 
@@ -87,7 +88,7 @@ class GenerationEngine:
             top_p: nucleus sampling mass in (0, 1]; ignored when greedy.
             seed: makes sampling repeatable (for the same batches); None leaves the
                 global RNG as it is.
-            progress: show a tqdm bar over prompts.
+            progress: makes a progress bar over prompts (``Reporter.bar``); None: none.
 
         Returns:
             The new text of each answer, special tokens removed, stripped.
@@ -116,7 +117,7 @@ class GenerationEngine:
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
-        progress: bool = False,
+        progress: Callable[..., Progress] | None = None,
     ) -> list[list[int]]:
         """Continue already-tokenized prompts; the settings are those of ``generate``.
 
@@ -137,7 +138,7 @@ class GenerationEngine:
         # runs out of memory does so at the start rather than after minutes.
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         results: list[list[int]] = [[] for _ in prompt_ids]
-        bar = _progress_bar(len(order), progress)
+        bar = progress(total=len(order), desc="generating", unit="prompt") if progress else None
         was_training = getattr(self.model, "training", False)
         self.model.eval()
         try:
@@ -221,10 +222,3 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         torch.manual_seed(seed)
         yield
 
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="generating", unit="prompt")

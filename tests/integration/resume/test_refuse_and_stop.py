@@ -93,7 +93,7 @@ def test_second_signal_stops_at_once():
     """The handler only sets a flag; a second signal raises at once (exit 130 in the CLI)."""
     import os
 
-    from tunelab.recipes.signals import graceful_stop
+    from tunelab.train.signals import graceful_stop
 
     with graceful_stop() as flag:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -151,7 +151,9 @@ def test_empty_inputs_and_bad_settings(engine):
 
 
 def test_progress_bar(engine, capsys):
-    engine.generate(CHATS, max_new_tokens=2, batch_size=2, progress=True)
+    from tunelab.cli.reporter import StderrReporter
+
+    engine.generate(CHATS, max_new_tokens=2, batch_size=2, progress=StderrReporter().bar)
     assert "5/5" in capsys.readouterr().err
 
 

@@ -1,0 +1,81 @@
+"""An evaluation task as a function of rows: read the rows once, then score any model.
+
+``load_eval_data`` reads and checks what a task needs before any model is loaded;
+``task_runner`` binds the task's settings to one model's callables. `tunelab eval` (the
+evaluate recipe) and evaluation during training (``during_training``) both use them,
+so a task scores the same way in both. Nothing here loads a model or writes a report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunelab.config.evaluation import EvalSettings
+from tunelab.data.table import read_table
+from tunelab.eval import bbq as bbq_task
+from tunelab.eval.generate_tasks import run_generate
+from tunelab.eval.perplexity import run_perplexity
+from tunelab.eval.prompts import LabelSet
+from tunelab.eval.regress import run_regress
+from tunelab.eval.rows import EvalRow, load_rows, require_references
+from tunelab.eval.tasks import ModelCallables, TaskResult, run_classify
+from tunelab.tracking.reporter import SILENT, Reporter
+
+
+@dataclass
+class EvalData:
+    """The rows of an evaluation, the raw BBQ rows (bbq only) and the labels (classify)."""
+
+    rows: list[EvalRow]
+    bbq_rows: list[dict] | None = None
+    label_set: LabelSet | None = None
+
+
+def load_eval_data(path: str, s: EvalSettings, reporter: Reporter = SILENT) -> EvalData:
+    """Read and check the rows the task needs, before any model is loaded.
+
+    Args:
+        path: the data file.
+        s: the task's settings.
+        reporter: told when the labels are taken from the data.
+
+    Raises:
+        DataError: unreadable rows, rows without references, or unknown BBQ fields.
+        ConfigError: label names that do not fit the labels.
+    """
+    if s.task == "bbq":
+        table = read_table(path)
+        rows = table.rows[: s.limit] if s.limit else table.rows
+        bbq_task.check_bbq_rows(rows, table.source)
+        ids = [f"{table.source}:{line}" for line in table.lines[: len(rows)]]
+        # EvalRows carry the metadata for slices (category, context_condition, ...).
+        eval_rows = [EvalRow(id=i, prompt=c, reference=str(r["label"]), meta=dict(r))
+                     for i, r, c in zip(ids, rows, bbq_task.bbq_prompts(rows), strict=True)]
+        return EvalData(eval_rows, rows)
+    rows = load_rows(path, s.text_field, s.label_field, s.limit)
+    if s.task != "perplexity":
+        require_references(rows, s.label_field, s.task)
+    label_set = None
+    if s.task == "classify":
+        labels = s.labels
+        if labels is None:
+            labels = sorted({str(r.reference) for r in rows})
+            reporter.info(f"labels taken from the data: {', '.join(labels)} (set --labels to fix the "
+                          "order or add labels missing from these rows)")
+        label_set = LabelSet.build(labels, s.label_names)
+    return EvalData(rows, None, label_set)
+
+
+def task_runner(s: EvalSettings, data: EvalData, model: ModelCallables) -> Callable[[list[EvalRow]], TaskResult]:
+    """The task as a function of rows (the counterfactual probe re-runs it on variants)."""
+    if s.task == "classify":
+        return lambda rows: run_classify(model, rows, data.label_set, s.method, s.system_prompt)
+    if s.task == "regress":
+        return lambda rows: run_regress(model, rows, s.system_prompt)
+    if s.task == "generate":
+        return lambda rows: run_generate(model, rows, s.normalizer, s.system_prompt)
+    if s.task == "perplexity":
+        return lambda rows: run_perplexity(model, rows)
+    ids = [r.id for r in data.rows]
+    return lambda rows: bbq_task.run_bbq(model, data.bbq_rows, ids, s.method)
