@@ -1,10 +1,24 @@
 """tunelab: from raw examples to a fine-tuned, evaluated and served language model.
 
-Importing this package has no side effects and loads no heavy library; the public
-API below imports lazily.
+The public API is the names in ``__all__``: one function per workflow (the same ones
+the CLI commands run), the pieces a script most often needs, the ``Reporter`` that
+receives progress, and the exception tree. Importing this package has no side effects
+and loads no heavy library: each name is imported on first use (``__getattr__``).
+
+    import tunelab
+    cfg = tunelab.load_config("run.yaml", ["train.learning_rate=1e-4"])
+    run_dir = tunelab.run_train(cfg)            # silent; pass a Reporter to see progress
+    run = tunelab.load_for_inference(str(run_dir))
+    engine = tunelab.GenerationEngine(run.model, run.tokenizer, run.chat_template)
+    print(engine.generate([[{"role": "user", "content": "Hello"}]]))
+
+Everything else is importable from its module but may change between versions.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from tunelab.errors import (
     ConfigError,
@@ -19,7 +33,26 @@ from tunelab.errors import (
 
 __version__ = "0.1.0"
 
-__all__ = [
+# name -> the module that defines it (imported lazily, on first use)
+_LAZY = {
+    "EvalSettings": "tunelab.config.evaluation",
+    "GenerationEngine": "tunelab.serve.engine",
+    "Reporter": "tunelab.tracking.reporter",
+    "RunConfig": "tunelab.config.schema",
+    "SILENT": "tunelab.tracking.reporter",
+    "check_data": "tunelab.gate.check",
+    "config_from_dict": "tunelab.config.loader",
+    "load_config": "tunelab.config.loader",
+    "load_eval_config": "tunelab.config.evaluation",
+    "load_examples": "tunelab.data.load",
+    "load_for_inference": "tunelab.models.runs",
+    "run_evaluation": "tunelab.recipes.evaluate",
+    "run_quickstart": "tunelab.recipes.quickstart",
+    "run_train": "tunelab.recipes.train",
+    "run_tune": "tunelab.recipes.tune",
+}
+
+__all__ = sorted([
     "ConfigError",
     "DataError",
     "ModelError",
@@ -29,4 +62,18 @@ __all__ = [
     "TunelabError",
     "UnsafeModelError",
     "__version__",
-]
+    *_LAZY,
+])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tunelab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
