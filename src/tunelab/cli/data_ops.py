@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.data.findings import Finding
 from tunelab.data.table import write_json
+from tunelab.gate.dedup import DEFAULT_NUM_PERM, DEFAULT_SEMANTIC_THRESHOLD, DEFAULT_THRESHOLD
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 _SHOWN = 20  # findings printed before "... and N more"
@@ -39,8 +41,8 @@ def _columns(p: argparse.ArgumentParser, what: str = "compared") -> None:
 
 
 def _near(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threshold", type=float, default=0.8,
-                   help="5-gram Jaccard similarity of near duplicates (default 0.8)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"5-gram Jaccard similarity of near duplicates (default {DEFAULT_THRESHOLD})")
     p.add_argument("--no-near", action="store_true", help="exact duplicates only")
 
 
@@ -49,10 +51,10 @@ def _dedup(sub) -> None:
     p.add_argument("file")
     _columns(p)
     _near(p)
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations")
-    p.add_argument("--semantic", type=float, nargs="?", const=0.95, default=None,
+    p.add_argument("--num-perm", type=int, default=DEFAULT_NUM_PERM, help="MinHash permutations")
+    p.add_argument("--semantic", type=float, nargs="?", const=DEFAULT_SEMANTIC_THRESHOLD, default=None,
                    metavar="COSINE", help="also semantic duplicates (embedding cosine, "
-                   "default 0.95); needs the 'semantic' extra")
+                   f"default {DEFAULT_SEMANTIC_THRESHOLD}); needs the 'semantic' extra")
     p.add_argument("--report", help="write the clusters as JSON here")
     p.set_defaults(func=_cmd_dedup)
 
@@ -158,8 +160,8 @@ def _clean(sub) -> None:
                         "[API_KEY]; all kinds, or a list like EMAIL,PHONE")
     p.add_argument("--field", action="append", default=None, metavar="COL",
                    help="a column that makes rows duplicates (repeatable); default all")
-    p.add_argument("--near", type=float, nargs="?", const=0.8, default=None,
-                   metavar="THRESHOLD", help="also drop near duplicates (default 0.8)")
+    p.add_argument("--near", type=float, nargs="?", const=DEFAULT_THRESHOLD, default=None,
+                   metavar="THRESHOLD", help=f"also drop near duplicates (default {DEFAULT_THRESHOLD})")
     p.set_defaults(func=_cmd_clean)
 
 
@@ -235,7 +237,7 @@ def _augment(sub) -> None:
     p.add_argument("--copies", type=int, default=1, help="new rows per method and row")
     p.add_argument("-p", type=float, default=0.1, help="word dropout / swap rate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="smollm2-135m-instruct", help="the paraphrasing model")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="the paraphrasing model")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--temperature", type=float, default=0.7)
     p.set_defaults(func=_cmd_augment)

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import ConfigError
 
 EXIT_OK, EXIT_BIAS = 0, 1
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--bootstrap", type=int, default=None, metavar="N", help="resamples for --compare")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--report", default=None, metavar="DIR", help="write the HTML report here")
-    e.add_argument("--runs-dir", default="runs")
+    e.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR)
     e.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval)

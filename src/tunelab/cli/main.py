@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from tunelab.config.schema import DEFAULT_MODEL, DEFAULT_RUNS_DIR
 from tunelab.errors import ConfigError, TunelabError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -65,7 +66,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
     else:
         recs = store.list()
         if not recs:
-            print("no models in the store; run `tunelab models pull smollm2-135m-instruct`")
+            print(f"no models in the store; run `tunelab models pull {DEFAULT_MODEL}`")
         for r in recs:
             print(f"{r.name:32} {r.architecture:24} {r.num_parameters / 1e6:8.1f}M  {r.source}")
     return EXIT_OK
@@ -200,10 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list and inspect training runs")
     rs = r.add_subparsers(dest="runs_cmd", required=True)
     rl = rs.add_parser("list")
-    rl.add_argument("--dir", default="runs")
+    rl.add_argument("--dir", default=DEFAULT_RUNS_DIR)
     rsh = rs.add_parser("show")
     rsh.add_argument("run")
-    rsh.add_argument("--dir", default="runs")
+    rsh.add_argument("--dir", default=DEFAULT_RUNS_DIR)
     r.set_defaults(func=_cmd_runs)
 
     for name, func, helptext in (("generate", _cmd_generate, "generate answers to prompts"),
@@ -216,19 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--seed", type=int, default=0)
         g.add_argument("--system", default=None, help="a system message")
         g.add_argument("--max-new-tokens", type=int, default=256)
-        g.add_argument("--runs-dir", default="runs")
+        g.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR)
         g.set_defaults(func=func)
 
     e = sub.add_parser("export", help="write a standalone merged model folder")
     e.add_argument("run")
     e.add_argument("--merge", required=True, metavar="OUT", help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    e.add_argument("--runs-dir", default="runs")
+    e.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR)
     e.set_defaults(func=_cmd_export)
 
     q = sub.add_parser("quickstart", help="generate a task, fine-tune the default model, compare")
     q.add_argument("--workdir", default="quickstart", help="where data and the run go")
-    q.add_argument("--model", default="smollm2-135m-instruct")
+    q.add_argument("--model", default=DEFAULT_MODEL)
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_quickstart)
     return p

@@ -18,6 +18,13 @@ from tunelab.config.evaluation import TrainEvalTask
 FormatName = Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text",
                      "classification", "preference", "self_instruct"]
 
+# Defaults that code outside a config also needs (CLI options, function arguments,
+# hints): each is written here once and used as its field's default below; everything
+# else imports the name (tests/unit/test_defaults.py finds literal copies).
+DEFAULT_MODEL = "smollm2-135m-instruct"  # ModelSettings.name; must be in models.catalog.KNOWN_MODELS
+DEFAULT_MAX_LENGTH = 1024  # DataSettings.max_length; tokens, after the chat template
+DEFAULT_RUNS_DIR = "runs"  # OutputSettings.dir; where run folders go and run names are looked up
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -26,7 +33,7 @@ class _Section(BaseModel):
 class ModelSettings(_Section):
     """Which model to fine-tune and how to load it."""
 
-    name: str = "smollm2-135m-instruct"  # store name, local HF folder, or hub id in the local HF cache
+    name: str = DEFAULT_MODEL  # store name, local HF folder, or hub id in the local HF cache
     trust_remote_code: bool = False  # custom model code runs only when this is true
     # float32 by default: a measured choice would make runs (and the ranks of one run)
     # depend on machine load. auto: bf16 only where a bf16 matmul is measured >= 1.3x
@@ -50,7 +57,7 @@ class DataSettings(_Section):
     validation: list[DataSource] = Field(default_factory=list)
     validation_split: float = Field(0.0, ge=0, lt=1)  # fraction of train held out when no validation file
     chat_template: str | None = None  # None: the tokenizer's; or "chatml", a .jinja path, a template
-    max_length: int = Field(1024, gt=0)  # tokens, after the chat template
+    max_length: int = Field(DEFAULT_MAX_LENGTH, gt=0)  # tokens, after the chat template
     overlength: Literal["drop", "truncate", "error"] = "drop"  # counts go in the run summary
 
     @field_validator("train", "validation", mode="before")
@@ -135,7 +142,7 @@ class TrainSettings(_Section):
 class OutputSettings(_Section):
     """Where the run folder goes."""
 
-    dir: str = "runs"
+    dir: str = DEFAULT_RUNS_DIR
     name: str | None = None  # default: <date>-<time>-<model>
 
 

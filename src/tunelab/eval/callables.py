@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.data.example import Example, Message
 from tunelab.data.template import IGNORE_INDEX, TokenizedExample, tokenize_example
 from tunelab.eval.tasks import ModelCallables
@@ -105,7 +106,7 @@ def build_callables(model: Any, tokenizer: Any, chat_template: str | None, name:
                           tokenizer=tokenizer, chat_template=chat_template)
 
 
-def load_callables(ref: str, runs_dir: str = "runs", max_new_tokens: int = 32,
+def load_callables(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, max_new_tokens: int = 32,
                    batch_size: int = 16, reporter: Reporter = SILENT) -> ModelCallables:
     """Load a run folder or model reference and wrap it as ``ModelCallables``.
 

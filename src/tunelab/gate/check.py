@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.config.schema import DataSettings
+# The schema's data.max_length default, so `data check` and `train` agree on too long.
+from tunelab.config.schema import DEFAULT_MAX_LENGTH
 from tunelab.data.example import Example
 from tunelab.data.findings import ERROR, WARNING, Finding
 from tunelab.data.formats import detect_format
@@ -42,8 +43,6 @@ from tunelab.gate.pii import KINDS, find_pii, mask
 
 # Below this many usable rows a fine-tune mostly memorizes; the floor.
 MIN_USABLE_ROWS = 10
-# The schema's default, so `data check` and `train` agree on what is too long.
-DEFAULT_MAX_LENGTH: int = DataSettings.model_fields["max_length"].default
 
 
 @dataclass

@@ -418,7 +418,7 @@ def _check(threshold: float, num_perm: int) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 < threshold <= 1:
         raise DataError(f"similarity threshold {threshold!r} must be a number in (0, 1]",
-                        hint="0.8 is a common choice for near duplicates; 1 keeps exact ones")
+                        hint=f"{DEFAULT_THRESHOLD} is the default for near duplicates; 1 keeps exact ones")
     if isinstance(num_perm, bool) or not isinstance(num_perm, int) or num_perm < 1:
         raise DataError(f"num_perm {num_perm!r} must be a positive integer",
                         hint=f"{DEFAULT_NUM_PERM} is the default")

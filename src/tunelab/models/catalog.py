@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The default model is a config default (ModelSettings.name); named here too because
+# pulling it is what a new user does first. A test keeps it in KNOWN_MODELS.
+from tunelab.config.schema import DEFAULT_MODEL as DEFAULT_MODEL
+
 
 @dataclass(frozen=True)
 class GgufPart:
@@ -55,8 +59,6 @@ class ModelSpec:
     size_mb: int
     notice: str | None = None
 
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 _GEMMA_PARTS = tuple(
     GgufPart(

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import StoreError
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
@@ -44,7 +45,7 @@ def run_settings(run_dir: Path) -> dict:
     return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
 
 
-def load_for_inference(ref: str, runs_dir: str = "runs", dtype: str = "float32") -> Loaded:
+def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = "float32") -> Loaded:
     """Load a run folder (adapter or weights) or a model reference for generation.
 
     Raises:
@@ -77,7 +78,7 @@ def load_for_inference(ref: str, runs_dir: str = "runs", dtype: str = "float32")
     return Loaded(model, tok, template, run_dir.name)
 
 
-def export_merged(ref: str, out: Path, runs_dir: str = "runs", overwrite: bool = False) -> Path:
+def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwrite: bool = False) -> Path:
     """Write a standalone model folder (adapter merged in) that plain transformers loads.
 
     Raises:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.config.schema import ModelSettings
+from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.errors import ModelNotFoundError
 from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult, check_data
 from tunelab.gate.dedup import DEFAULT_THRESHOLD
@@ -22,7 +22,6 @@ from tunelab.gate.report import write_report
 from tunelab.models.loading import load_tokenizer
 from tunelab.models.resolve import resolve_model
 
-DEFAULT_MODEL: str = ModelSettings.model_fields["name"].default
 NO_MODEL = "none"  # `--model none`: do not measure token lengths
 
 

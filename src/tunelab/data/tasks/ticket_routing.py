@@ -32,33 +32,11 @@ SYSTEM_PROMPT = (
     "Answer with the team name only."
 )
 
-# Measured on the shared 2-core CPU (torch 2.13, float32, 2 threads) with SmolLM2-135M-
-# Instruct (de-quantized from the Q4_1 GGUF), LoRA r=16 alpha=32 on all linear layers,
-# loss on the answer tokens only, AdamW, 5 warmup steps:
-#   rows: ~90 tokens each (system prompt 51, ticket ~20, template ~16, answer 3);
-#   base model: 0-1% accuracy on 120 held-out tickets (it answers the ticket instead of
-#     naming a team: 117-120 of 120 unparseable), 15-30 s to evaluate when the CPU is idle;
-#   fine-tuning: ~60 steps of batch 4 predicting one team for everything, then the
-#     routing is learned within ~20-40 steps; 640 rows (160 steps) reached 100% on
-#     held-out in all 3 finished runs (seeds 1, 2 with cosine lr; seed 0 with constant
-#     lr, scored on 60 tickets by first answer token); 480 rows reached 100% in 2 of 3
-#     runs and 53% in one (cosine decayed before the model broke out);
-#   time: 1.45 s/step (~250 tokens/s) on an idle CPU, so training ~230 s and the whole
-#     quickstart (load, base eval, train, fine-tuned eval) ~280 s; 3-5x slower while
-#     other jobs share the 2 cores.
-RECOMMENDED: dict = {
-    "n_train": 640,  # rows; 6 teams x ~107. Fewer risks stopping before the routing is learned
-    "n_test": 120,  # rows; 6 teams x 20, enough to read a 30-point gain
-    "epochs": 1,
-    "lr": 1e-3,  # LoRA learning rate; 2e-3 learned no faster
-    "lr_scheduler": "cosine",  # the setting of the verified `make quickstart` run (constant also learned)
-    "warmup_steps": 16,  # 10% of the 160 steps
-    "batch_size": 4,  # rows per optimizer step: 160 steps beat 80 steps of 8 for the same rows
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "max_new_tokens": 8,  # a team name is 2 tokens plus the end-of-turn token
-    "seed": 0,
-}
+# The task's size in the quickstart (the training settings measured on these rows are in
+# tunelab.recipes.quickstart.RECOMMENDED). ~90 tokens per row: system prompt 51, ticket ~20,
+# template ~16, answer 3.
+TRAIN_ROWS = 640  # 6 teams x ~107. Fewer risks stopping before the routing is learned
+TEST_ROWS = 120  # 6 teams x 20, enough to read a 30-point gain
 
 _NAMES = ("Maria", "Tom", "Aisha", "Kenji", "Lena", "Omar", "Priya", "Lucas", "Sofia",
           "Daniel", "Chen", "Fatima", "Jonas", "Elena", "Noah", "Zara")
