@@ -194,7 +194,15 @@ class TrainLoop:
         return stop and not final
 
     def _validate(self, step: int, result: TrainResult, final: bool = False) -> bool:
-        """Run validation; returns True when training should stop early."""
+        """Run validation; returns True when training should stop early.
+
+        Validation, keep-best and the hook (evaluation tasks) see the model as the library
+        computes it, not the fast path's rewrites (see ``FastPath.suspended``).
+        """
+        with self.fast_path.suspended():
+            return self._validate_unpatched(step, result, final)
+
+    def _validate_unpatched(self, step: int, result: TrainResult, final: bool) -> bool:
         if not self.val_rows:
             return False
         metrics = evaluate_loss(self.model, self.val_rows, self.settings.batch_size, self.pad_id,
@@ -219,8 +227,9 @@ class TrainLoop:
     def run(self, resume: dict | None = None) -> TrainResult:
         """Train to the end, to early stopping, or until ``should_stop`` says so.
 
-        Training runs on the fast path (``tunelab.train.fastpath``) as the settings allow;
-        ``self.fast_path`` tells what was on.
+        Training steps run on the fast path (``tunelab.train.fastpath``) as the settings
+        allow; ``self.fast_path`` tells what was on. Validation and ``on_validation`` run
+        with the fast path suspended, on padded batches.
 
         Args:
             resume: the ``state`` of a checkpoint (see ``result_state``); the loop goes on
@@ -247,10 +256,11 @@ class TrainLoop:
             if self.progress else None
         if resume is None and s.eval_at_start and self.val_rows:
             # The baseline: logged, but not a candidate for keep-best or patience.
-            start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
-                                  self.accelerator.device, self.world)
-            result.initial_val_loss = start["loss"]
-            self.sink.log("validation", 0, {**start, "step": 0})
+            with self.fast_path.suspended():
+                start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
+                                      self.accelerator.device, self.world)
+                result.initial_val_loss = start["loss"]
+                self.sink.log("validation", 0, {**start, "step": 0})
         t0 = time.perf_counter() - result.train_seconds
         step = result.steps
         window: list[float] = list(resume["window"]) if resume else []
