@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_export)
 
     q = sub.add_parser("quickstart", help="generate a task, fine-tune the default model, compare")
-    q.add_argument("--workdir", default="quickstart", help="where data and the run go")
+    q.add_argument("--workdir", default="quickstart",
+                   help="where the data, config and results go (the run goes to runs/)")
     q.add_argument("--model", default="smollm2-135m-instruct")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_quickstart)
