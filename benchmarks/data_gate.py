@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from _requires import CORE, require
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
 TARGETS = {"check": 10_000, "near_dup": 5_000}  # rows/s
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     a = p.parse_args(argv)
+    require(["tunelab"], CORE)  # no extra: the gate runs on the core dependencies
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tunelab.gate.check import _compare_text, check_data

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from _requires import CORE, require
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
 TARGET = 3.0  # batched examples/s over one-at-a-time
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    require(["torch", "tunelab"], CORE)  # no extra: generation runs on the core dependencies
     if not Path(a.file).is_file():
         print(f"{a.file} is absent: pass --file with an SST-2-style TSV", file=sys.stderr)
         return 2

@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _requires import BENCH, CORE, require
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DEFAULT_DATA = SHARED / "data" / "gsm8k" / "gsm_8k_train.json"
@@ -276,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="folder for run files (default: a temporary one)")
     p.add_argument("--json", default=None, help="also write the result object to this file")
     args = p.parse_args(argv)
+    peers = [] if args.peers == "none" else [m.strip() for m in args.peers.split(",") if m.strip()]
+    require(["torch", "tunelab"], CORE)
+    if peers:  # the TRL peers run in child processes, late: check before any work
+        require(["trl", "datasets"], BENCH)
 
     from tunelab.models.resolve import resolve_model
 
@@ -286,7 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{data_path} has {len(all_rows)} rows; --rows {args.rows} needs "
                          f"{args.rows + VAL_ROWS} (the held-out {VAL_ROWS} come after them)")
     train_rows, val_rows = all_rows[:args.rows], all_rows[args.rows:args.rows + VAL_ROWS]
-    peers = [] if args.peers == "none" else [m.strip() for m in args.peers.split(",") if m.strip()]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="train_speed_"))
     work.mkdir(parents=True, exist_ok=True)
     train_file = write_jsonl(train_rows, work / "train.jsonl")

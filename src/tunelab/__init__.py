@@ -52,18 +52,32 @@ _LAZY = {
     "run_tune": "tunelab.recipes.tune",
 }
 
-__all__ = sorted([
+__all__ = [
     "ConfigError",
     "DataError",
+    "EvalSettings",
+    "GenerationEngine",
     "ModelError",
     "ModelNotFoundError",
+    "Reporter",
+    "RunConfig",
+    "SILENT",
     "StoreError",
     "TrainingError",
     "TunelabError",
     "UnsafeModelError",
     "__version__",
-    *_LAZY,
-])
+    "check_data",
+    "config_from_dict",
+    "load_config",
+    "load_eval_config",
+    "load_examples",
+    "load_for_inference",
+    "run_evaluation",
+    "run_quickstart",
+    "run_train",
+    "run_tune",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,12 @@
 """Every shipped example config loads and validates (found recursively).
 
 ``*.accelerate.yaml`` files are `accelerate launch` configs, not tunelab configs: they
-are loaded by accelerate's own config reader instead.
+are loaded by accelerate's own config reader instead. The data the configs name ships
+in ``examples/data/``, written by ``examples/data/make_data.py``; training each example
+is tested in ``tests/integration/test_examples_train.py``.
 """
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,26 @@ def test_there_are_examples():
 def test_example_config_is_valid(path):
     cfg = load_config(path)
     assert cfg.data.train
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_data_ships_with_it(path):
+    cfg = load_config(path)
+    sources = [*cfg.data.train, *cfg.data.validation]
+    for phase in cfg.phases:
+        sources += [s for key in ("train", "validation") for s in phase.data.get(key, [])]
+    paths = [Path(s.path if hasattr(s, "path") else s["path"]) for s in sources]
+    missing = [str(p.relative_to(ROOT.parent)) for p in paths if not p.is_file()]
+    assert paths and not missing, f"{path.name} names data that is not shipped: {missing}"
+
+
+def test_shipped_data_is_what_make_data_writes():
+    spec = importlib.util.spec_from_file_location("make_data", ROOT / "data" / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    for name, text in make_data.build().items():
+        shipped = (ROOT / "data" / name).read_text(encoding="utf-8")
+        assert shipped == text, f"examples/data/{name} differs; run python examples/data/make_data.py"
 
 
 @pytest.mark.parametrize("path", ACCELERATE, ids=[p.name for p in ACCELERATE])

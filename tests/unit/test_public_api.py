@@ -8,6 +8,7 @@ import tunelab
 
 def test_all_is_sorted_and_every_name_resolves():
     assert tunelab.__all__ == sorted(tunelab.__all__)
+    assert set(tunelab._LAZY) <= set(tunelab.__all__)
     for name in tunelab.__all__:
         assert getattr(tunelab, name) is not None, name
 

@@ -148,11 +148,13 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 def _cmd_quickstart(a: argparse.Namespace) -> int:
     from tunelab.cli.reporter import StderrReporter
-    from tunelab.recipes.quickstart import format_table, run_quickstart
+    from tunelab.recipes.quickstart import format_table, next_steps, run_quickstart
 
-    results = run_quickstart(Path(a.workdir), model=a.model,
+    workdir = Path(a.workdir)
+    results = run_quickstart(workdir, model=a.model,
                              reporter=StderrReporter(bars=not a.no_progress))
     print(format_table(results))
+    print(next_steps(Path(results["run"]), workdir / "data" / "test.jsonl"))
     return EXIT_OK
 
 
@@ -228,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_export)
 
     q = sub.add_parser("quickstart", help="generate a task, fine-tune the default model, compare")
-    q.add_argument("--workdir", default="quickstart", help="where data and the run go")
+    q.add_argument("--workdir", default="quickstart",
+                   help="where the data, config and results go (the run goes to runs/)")
     q.add_argument("--model", default=DEFAULT_MODEL)
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_quickstart)

@@ -25,6 +25,7 @@ from pathlib import Path
 from tunelab.data.findings import Finding, type_name
 from tunelab.data.readers import SUFFIXES, read_records
 from tunelab.errors import DataError
+from tunelab.filemode import new_file_mode
 
 # Columns the gate itself adds: ``augment`` tags the rows it makes with the method and
 # the line of the row they came from. They are bookkeeping, never text to compare.
@@ -303,6 +304,7 @@ def _atomic(path: Path, write) -> None:
                         hint="check that the folder exists and that you may write there") from None
     try:
         write(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     except OSError as e:
         raise DataError(f"{path}: cannot be written ({e.strerror or e})",

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from tunelab.errors import ModelError, StoreError
+from tunelab.filemode import set_new_file_mode
 from tunelab.models.loading import check_safe_folder, load_causal_lm, load_tokenizer
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
@@ -75,6 +76,7 @@ def merge_adapter(
     try:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        set_new_file_mode(tmp)  # safetensors writes 0600 files
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -15,6 +15,7 @@ import yaml
 
 from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import StoreError
+from tunelab.filemode import set_new_file_mode
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
 from tunelab.tracking.run_dir import find_run
@@ -100,6 +101,7 @@ def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwri
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(run_dir / "model", tmp)
         load_tokenizer(run_dir / "tokenizer").save_pretrained(tmp)
+        set_new_file_mode(tmp)  # the run's safetensors were written 0600, and copytree keeps modes
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
         return out

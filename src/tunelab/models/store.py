@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tunelab.errors import StoreError
+from tunelab.filemode import set_new_file_mode
 from tunelab.tracking.reporter import SILENT, Reporter
 
 MANIFEST = "tunelab_model.json"
@@ -173,6 +174,7 @@ class ModelStore:
             ) from e
         try:
             build(tmp)
+            set_new_file_mode(tmp)  # safetensors writes 0600 files
             record = self._finish(tmp, name, source)
             self._swap_in(tmp, final, replace)
         except BaseException:

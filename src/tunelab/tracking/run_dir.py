@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import StoreError
+from tunelab.filemode import new_file_mode
 
 SUMMARY = "summary.json"
 
@@ -48,6 +49,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TrainingError
+from tunelab.filemode import set_new_file_mode
 
 COMPLETE = "COMPLETE"
 STATE_FILES = ("weights.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
@@ -111,6 +112,7 @@ def save_checkpoint(root: Path, step: int, model: Any, optimizer: Any, scheduler
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        set_new_file_mode(tmp)  # safetensors writes 0600 files
         for f in STATE_FILES:
             _fsync_file(tmp / f)
         _failpoint("before_marker", step)

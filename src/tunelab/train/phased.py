@@ -21,6 +21,7 @@ from tunelab.config.compose import phase_config
 from tunelab.config.loader import dump_config
 from tunelab.config.schema import RunConfig
 from tunelab.errors import TrainingError
+from tunelab.filemode import set_new_file_mode
 from tunelab.models.loading import load_causal_lm
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import (
@@ -208,6 +209,7 @@ def _save_final(top: Path, final: StartingPoint, adapter_on_base: bool) -> str:
         model.save_pretrained(top / "model", safe_serialization=True)
         kind = "model"
     final.tokenizer.save_pretrained(top / "tokenizer")
+    set_new_file_mode(top / kind)  # safetensors writes its files 0600
     return kind
 
 

@@ -26,6 +26,7 @@ from tunelab.data.length import LengthReport, apply_length_policy
 from tunelab.data.load import holdout_split, load_mixture
 from tunelab.data.template import TokenizedExample, resolve_chat_template, tokenize_example
 from tunelab.errors import TrainingError
+from tunelab.filemode import set_new_file_mode
 from tunelab.models import adapters
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
@@ -214,6 +215,7 @@ def _save_result(run: FinetuneRun) -> str:
         run.model.save_pretrained(out / "model", safe_serialization=True)
         kind = "model"
     run.tokenizer.save_pretrained(out / "tokenizer")
+    set_new_file_mode(out / kind)  # safetensors writes its files 0600
     return kind
 
 
