@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.errors import ConfigError
@@ -125,7 +124,7 @@ def eval_settings(data: dict[str, Any] | None = None, source: str | None = None)
     try:
         return EvalSettings.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigError(_format_errors(e), source) from None
+        raise ConfigError(_format_errors(e, EvalSettings), source) from None
 
 
 def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvalSettings:
@@ -138,17 +137,13 @@ def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None =
     Raises:
         ConfigError: the file is missing or not a mapping, or a value is invalid.
     """
+    from tunelab.config.loader import read_yaml  # here: the loader imports the schema
+
     data: dict[str, Any] = {}
     source = None
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError([f"evaluation config {source!r} does not exist"])
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError([f"not valid YAML: {e}"], source) from None
+        source = str(path)
+        data = read_yaml(path, "evaluation config") or {}
         if not isinstance(data, dict):
             raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"],
                               source)

@@ -8,7 +8,10 @@ reads YAML and applies overrides.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import difflib
+import types
+from collections.abc import Sequence
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -251,3 +254,57 @@ class RunConfig(_Section):
     search: SearchSettings | None = None  # used by `tunelab tune`; `tunelab train` ignores it
     phases: list[PhaseSettings] = Field(default_factory=list)  # empty: one phase, the sections above
     eval_tasks: list[TrainEvalTask] = Field(default_factory=list)  # `tunelab eval` tasks at validations
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The part of ``X | None`` (or another union) that can hold keys: a model, list or dict."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            if get_origin(arg) in (list, dict) or (isinstance(arg, type) and issubclass(arg, BaseModel)):
+                return arg
+    return annotation
+
+
+def _keys_at(model: type[BaseModel], section: Sequence[str | int]) -> list[str] | None:
+    """The valid keys of the section at ``section`` (a pydantic error location), if any."""
+    node: Any = model
+    for part in section:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            if field is None:
+                return None
+            node = field.annotation
+        elif get_origin(node) is list:
+            node = get_args(node)[0]  # part is an item's index
+        elif get_origin(node) is dict:
+            node = get_args(node)[1]  # part is the item's key
+        else:
+            return None
+    node = _unwrap(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def key_suggestion(model: type[BaseModel], loc: Sequence[str | int]) -> str:
+    """The closest valid key to the unknown one at ``loc``, or all keys of its section.
+
+    Args:
+        model: the schema the location is relative to (``RunConfig``, a section class).
+        loc: the location of the unknown key, e.g. ``("train", "learnig_rate")``.
+
+    Returns:
+        ``did you mean 'learning_rate'?``, else ``valid keys here: ...``, else (a
+        section whose keys are free) ``check the spelling``.
+    """
+    keys = _keys_at(model, loc[:-1])
+    if not keys:
+        return "check the spelling"
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"valid keys here: {', '.join(keys)}"
+
+
+def unknown_key_message(model: type[BaseModel], loc: Sequence[str | int]) -> str:
+    """``unknown key (did you mean 'x'?)`` for the unknown key at ``loc`` of ``model``."""
+    return f"unknown key ({key_suggestion(model, loc)})"
