@@ -2,6 +2,7 @@
 
 import json
 
+from tunelab.cli import exits
 from tunelab.cli.main import main
 from tunelab.recipes.quickstart import run_quickstart
 
@@ -28,5 +29,5 @@ def test_quickstart_writes_data_run_and_results(tmp_path, tiny_model_dir, capsys
 
 
 def test_quickstart_cli_reports_a_missing_model(tmp_path, capsys):
-    assert main(["quickstart", "--workdir", str(tmp_path), "--model", "no-such-model", "--no-progress"]) == 1
+    assert main(["quickstart", "--workdir", str(tmp_path), "--model", "no-such-model", "--no-progress"]) == exits.MODEL
     assert "no-such-model" in capsys.readouterr().err
