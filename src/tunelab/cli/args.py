@@ -1,8 +1,9 @@
-"""Argument types for numeric options: a value out of range is a usage error at parse time.
+"""argparse helpers of the command modules: checked argument types, the help of a group.
 
-Checking here, not where the value is used, refuses ``--max-new-tokens 0`` before a
-model loads, with argparse's message (``argument --max-new-tokens: must be a whole
-number >= 1 (given: '0')``) and exit code 2. This module knows nothing of commands.
+Numeric options take a type from here, so a value out of range is refused while the
+command line is parsed, before a model loads, with argparse's message (``argument
+--max-new-tokens: must be a whole number >= 1 (given: '0')``) and exit code 2. This
+module knows nothing of particular commands.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tunelab.cli import exits
 from tunelab.errors import TunelabError
 
 
@@ -80,3 +82,12 @@ def checked_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
     convert.__name__ = parse.__name__  # argparse names the type in "invalid <name> value"
     return convert
+
+
+def show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """The ``func`` of a command group: a bare ``tunelab data`` prints its help, exit 0."""
+    def show(_: argparse.Namespace) -> int:
+        parser.print_help()
+        return exits.OK
+
+    return show

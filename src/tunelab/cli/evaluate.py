@@ -13,7 +13,7 @@ import json
 import sys
 
 from tunelab.cli import exits
-from tunelab.cli.args import non_negative_int, positive_int
+from tunelab.cli.args import non_negative_int, positive_int, show_help
 from tunelab.config.evaluation import DEFAULT_MAX_NEW_TOKENS, EvalSettings
 from tunelab.errors import ConfigError
 
@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("review", help="human review sheets: import ratings")
-    rs = r.add_subparsers(dest="review_cmd", required=True)
+    r.set_defaults(func=show_help(r))
+    rs = r.add_subparsers(dest="review_cmd", metavar="COMMAND")
     ri = rs.add_parser("import", help="win rate, mean score and rater agreement from sheets")
     ri.add_argument("files", nargs="+", metavar="FILE", help="filled review sheets")
     ri.add_argument("--key", default=None, help="review_key.json (default: beside the first)")

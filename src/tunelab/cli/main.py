@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tunelab import __version__
 from tunelab.cli import exits
-from tunelab.cli.args import non_negative_float, non_negative_int, positive_int
+from tunelab.cli.args import non_negative_float, non_negative_int, positive_int, show_help
 from tunelab.errors import StoreError, TunelabError
 from tunelab.models.catalog import DEFAULT_MODEL, KNOWN_MODELS
 
@@ -169,25 +169,18 @@ def _cmd_quickstart(a: argparse.Namespace) -> int:
     return exits.OK
 
 
-def _show_help(parser: argparse.ArgumentParser):
-    def show(a: argparse.Namespace) -> int:
-        parser.print_help()
-        return exits.OK
-    return show
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole `tunelab` argument parser; every option and positional has help text."""
     p = argparse.ArgumentParser(prog="tunelab",
                                 description="Check data, fine-tune, evaluate and run language models.")
     p.add_argument("--version", action="version", version=f"tunelab {__version__}")
-    p.set_defaults(func=_show_help(p))
+    p.set_defaults(func=show_help(p))
     # Not required: a bare `tunelab` (or `tunelab data`) prints the help instead of an error.
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     t = sub.add_parser("train", help="fine-tune a model from a YAML config")
     t.add_argument("config", help="the run config (YAML)")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+    t.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.learning_rate=1e-4; relative paths "
                         "start from the current folder")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -210,13 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     from tunelab.cli import data_check, data_ops
 
     d = sub.add_parser("data", help="the data gate: check, profile, dedup, split, clean, ...")
-    d.set_defaults(func=_show_help(d))
+    d.set_defaults(func=show_help(d))
     dsub = d.add_subparsers(dest="data_cmd", metavar="COMMAND")
     data_check.register(dsub)
     data_ops.register(dsub)
 
     m = sub.add_parser("models", help="the model store: pull, import, list")
-    m.set_defaults(func=_show_help(m))
+    m.set_defaults(func=show_help(m))
     ms = m.add_subparsers(dest="models_cmd", metavar="COMMAND")
     mp = ms.add_parser("pull", help="fetch a known model into the store")
     mp.add_argument("name", help=f"a known model: {', '.join(KNOWN_MODELS)}")
@@ -230,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml.set_defaults(func=_cmd_models_list)
 
     r = sub.add_parser("runs", help="list and inspect training runs")
-    r.set_defaults(func=_show_help(r))
+    r.set_defaults(func=show_help(r))
     rs = r.add_subparsers(dest="runs_cmd", metavar="COMMAND")
     rl = rs.add_parser("list", help="every run folder with its status, steps and loss")
     rl.add_argument("--dir", default=RUNS_DIR, help=f"the runs folder (default: {RUNS_DIR})")

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `tune` command to the top-level parser."""
     t = sub.add_parser("tune", help="hyperparameter search (optuna) over the config's search: block")
     t.add_argument("config", help="a run config with a search: block")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+    t.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.max_steps=50; relative paths start from "
                         "the current folder")
     t.add_argument("--trials", type=int, default=None, help="total trials (default: search.trials)")
