@@ -13,7 +13,7 @@ import io
 import re
 import shlex
 
-from tunelab.cli.main import _parse, build_parser
+from tunelab.cli.main import build_parser, parse_args
 
 # A hinted command inside backticks or <code>: `tunelab models pull NAME`.
 HINTED = re.compile(r"`(tunelab [^`]+)`|<code>(tunelab [^<]+)</code>")
@@ -60,7 +60,7 @@ def parse_problem(command: str) -> str | None:
     parser = build_parser()
     with contextlib.redirect_stderr(err):
         try:
-            _parse(parser, argv)
+            parse_args(parser, argv)
         except SystemExit as e:
             if e.code == 0:
                 return None

@@ -268,9 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse a command line; overrides may follow options (`train run.yaml --no-progress lora.r=8`).
+
+    Raises:
+        SystemExit: argparse's usage error (2), or 0 after --help and --version.
+    """
     args, extra = parser.parse_known_args(argv)
-    # Overrides may follow options (`train run.yaml --no-progress lora.r=8`).
     if extra and args.cmd in ("train", "tune") and all("=" in x and not x.startswith("-") for x in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         try:
-            args = _parse(build_parser(), argv)
+            args = parse_args(build_parser(), argv)
         except SystemExit as e:  # argparse: usage errors (2), --help and --version (0)
             return exits.OK if e.code is None else e.code if isinstance(e.code, int) else exits.USAGE
         return args.func(args)
