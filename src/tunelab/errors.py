@@ -7,6 +7,7 @@ an exit code, never a traceback. Anything else escaping is a bug in tunelab.
 
     TunelabError                 base; ``hint`` says what to do next
     ├── ConfigError              the run config is invalid (all problems at once)
+    ├── UsageError               a value given to a command or a call is out of range
     ├── DataError                input data is unreadable or invalid (per-line findings)
     ├── ModelError               a model cannot be found, fetched or loaded
     │   ├── ModelNotFoundError   a model name resolves to nothing (names the pull command)
@@ -14,7 +15,7 @@ an exit code, never a traceback. Anything else escaping is a bug in tunelab.
     ├── StoreError               the model store or a run folder is unusable
     └── TrainingError            training cannot start or continue (bad state, NaN loss)
 
-This module knows nothing of the CLI: exit codes are chosen in ``tunelab.cli``.
+This module knows nothing of the CLI: exit codes are chosen in ``tunelab.cli.exits``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ class ConfigError(TunelabError):
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{len(problems)} problem(s) in the config{where}:\n{lines}")
         self.problems = problems
+
+
+class UsageError(TunelabError, ValueError):
+    """A value given to a command or a call is out of range (``max_new_tokens=0``).
+
+    Also a ``ValueError``: library callers that caught the engine's ``ValueError`` keep
+    working.
+    """
 
 
 class DataError(TunelabError):

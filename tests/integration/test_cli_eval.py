@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from shared_data import shared_file
+from tunelab.cli import exits
 from tunelab.cli.main import main
 
 REVIEWS = [("a wonderful, moving film", "1"), ("dull and far too long", "0"),
@@ -147,7 +148,7 @@ def test_generate_and_perplexity_tasks(tmp_path, tiny_model_dir, capsys):
     assert r["perplexity"] > 1 and r["tokens"] > 6
 
 
-def test_usage_problems_exit_2_and_bad_rows_exit_1(tmp_path, tiny_model_dir):
+def test_usage_problems_exit_2_and_bad_rows_exit_3(tmp_path, tiny_model_dir):
     data = write_sst_like(tmp_path / "dev.tsv")
     proc = subprocess.run([sys.executable, "-m", "tunelab", "eval", str(tiny_model_dir), "--data",
                            str(data), "--text-field", "content", "--labels", "0,1",
@@ -157,7 +158,7 @@ def test_usage_problems_exit_2_and_bad_rows_exit_1(tmp_path, tiny_model_dir):
     proc = subprocess.run([sys.executable, "-m", "tunelab", "eval", str(tiny_model_dir), "--data",
                            str(data), "--text-field", "content", "--labels", "0,2"],
                           capture_output=True, text=True)
-    assert proc.returncode == 1 and "label '1' is not one of" in proc.stderr
+    assert proc.returncode == exits.DATA and "label '1' is not one of" in proc.stderr
 
 
 @pytest.mark.real_model

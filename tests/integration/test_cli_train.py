@@ -9,6 +9,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from tunelab.cli import exits
 from tunelab.cli.main import main
 
 TICKETS = [("I was charged twice", "billing"), ("the app crashes on start", "technical"),
@@ -78,7 +79,7 @@ def test_invalid_config_exit_2_names_both_problems(tmp_path, tiny_model_dir):
     proc = subprocess.run([sys.executable, "-m", "tunelab", "train", str(cfg),
                            "train.learning_rate=fast", "train.lr_scheduler=sideways"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == exits.USAGE
     assert "train.learning_rate" in proc.stderr and "train.lr_scheduler" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -88,7 +89,7 @@ def test_missing_model_names_the_pull_command(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"train": str(data)},
                                    "output": {"dir": str(tmp_path / "runs")}}))
-    assert main(["train", str(cfg), "--no-progress"]) == 1
+    assert main(["train", str(cfg), "--no-progress"]) == exits.MODEL
     err = capsys.readouterr().err
     assert "tunelab models pull smollm2-135m-instruct" in err and "Traceback" not in err
 
@@ -97,7 +98,7 @@ def test_bad_rows_stop_the_run_before_training(tmp_path, tiny_model_dir, capsys)
     cfg = write_config(tmp_path, tiny_model_dir)
     with open(tmp_path / "train.jsonl", "a") as f:
         f.write('{"messages": [{"role": "bot", "content": "x"}]}\n{not json\n')
-    assert main(["train", str(cfg), "--no-progress"]) == 1
+    assert main(["train", str(cfg), "--no-progress"]) == exits.DATA
     err = capsys.readouterr().err
     assert "train.jsonl:25" in err and "train.jsonl:26" in err
     assert not (tmp_path / "runs" / "r1" / "summary.json").exists()
@@ -114,7 +115,7 @@ def test_pickle_model_is_refused(tmp_path, tiny_model_dir, capsys):
     tok = make_tiny_tokenizer()
     torch.save(make_tiny_model(tok).state_dict(), bad / "pytorch_model.bin")
     cfg = write_config(tmp_path, bad)
-    assert main(["train", str(cfg), "--no-progress"]) == 1
+    assert main(["train", str(cfg), "--no-progress"]) == exits.MODEL
     assert "pickle" in capsys.readouterr().err.lower()
 
 

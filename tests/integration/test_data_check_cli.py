@@ -8,7 +8,7 @@ import json
 import pytest
 
 from shared_data import shared_file
-from tunelab.cli import data_check
+from tunelab.cli import data_check, exits
 from tunelab.errors import TunelabError
 
 
@@ -37,7 +37,7 @@ def cli(argv: list[str]) -> int:
         return args.func(args)
     except TunelabError as e:  # as tunelab.cli.main does
         print(f"error: {e}")
-        return 1
+        return exits.exit_code(e)
 
 
 def clean_rows(n=12):
@@ -110,11 +110,11 @@ def test_profile_writes_the_html_report(tmp_path, tiny_model_dir, capsys):
 
 
 def test_a_missing_file_and_an_unknown_model_are_errors_with_a_hint(tmp_path, capsys):
-    assert cli(["data", "check", str(tmp_path / "nope.jsonl"), "--model", "none"]) == 1
+    assert cli(["data", "check", str(tmp_path / "nope.jsonl"), "--model", "none"]) == exits.DATA
     captured = capsys.readouterr()
     assert "no such file" in captured.out + captured.err
     path = write(tmp_path / "d.jsonl", clean_rows())
-    assert cli(["data", "check", str(path), "--model", "no-such-model"]) == 1
+    assert cli(["data", "check", str(path), "--model", "no-such-model"]) == exits.MODEL
     captured = capsys.readouterr()
     assert "was not found" in captured.out + captured.err
 

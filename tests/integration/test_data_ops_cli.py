@@ -1,7 +1,7 @@
 """`tunelab data dedup|leakage|labels|clean|split|balance|augment` through the real parser.
 
 The parser is built here with ``tunelab.cli.data_ops.register`` the way ``tunelab.cli.main``
-wires it, and errors are turned into exit codes the same way.
+wires it, and errors are turned into exit codes the same way (``tunelab.cli.exits``).
 """
 
 import argparse
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tunelab.cli import exits
 from tunelab.cli.data_ops import register
 from tunelab.data.readers import read_records
 from tunelab.errors import TunelabError
@@ -23,12 +24,15 @@ def run(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     data = sub.add_parser("data")
     register(data.add_subparsers(dest="data_cmd", required=True))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad option value: argparse's usage error
+        return e.code
     try:
         return args.func(args)
     except TunelabError as e:
         print(f"error: {e}")
-        return 1
+        return exits.exit_code(e)
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -52,7 +56,7 @@ def test_clean_planted_problems_byte_for_byte(tmp_path, capsys):
     assert "8 of 13 rows kept" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "clean.changes.csv", "clean.jsonl", "planted.jsonl"]  # no temporary files left
-    assert run(["data", "clean", str(src), "-o", str(src)]) == 1
+    assert run(["data", "clean", str(src), "-o", str(src)]) == exits.DATA
     assert src.read_bytes() == before
 
 
@@ -76,7 +80,7 @@ def test_dedup_semantic_without_the_extra_names_the_install_line(tmp_path, capsy
 
     monkeypatch.setattr(ops, "semantic_available", lambda: False)
     src = _jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}])
-    assert run(["data", "dedup", str(src), "--semantic"]) == 1
+    assert run(["data", "dedup", str(src), "--semantic"]) == exits.MODEL
     assert 'pip install "tunelab[semantic]"' in capsys.readouterr().out
 
 
@@ -98,7 +102,7 @@ def test_leakage_exits_1_with_the_pairs(tmp_path, capsys):
     train = _jsonl(tmp_path / "train.jsonl", [{"text": "shared row here"}, {"text": "only"}])
     test = _jsonl(tmp_path / "test.jsonl", [{"text": "Shared row here"}, {"text": "new"}])
     report = tmp_path / "leak.json"
-    assert run(["data", "leakage", str(train), str(test), "--report", str(report)]) == 1
+    assert run(["data", "leakage", str(train), str(test), "--report", str(report)]) == exits.PROBLEMS
     out = capsys.readouterr().out
     assert f"{test}: 1 of 2 rows also in an earlier file" in out
     assert f"{test}:1 -: [leak_exact]" in out
@@ -117,7 +121,7 @@ def test_labels_conflicts_guideline_and_agreement(tmp_path, capsys):
         {"text": "awful", "label": "bad", "a": "neg", "b": "neg"}])
     code = run(["data", "labels", str(src), "--label", "label", "--annotators", "a,b",
                 "--guideline", str(guide), "--report", str(tmp_path / "r.json")])
-    assert code == 1
+    assert code == exits.PROBLEMS
     out = capsys.readouterr().out
     assert "conflicts: 1 input(s)" in out and "[unknown_label]" in out
     assert "agreement (cohen kappa over 3 items" in out
@@ -149,7 +153,7 @@ def test_split_balance_and_augment_chain(tmp_path, capsys):
                 str(tmp_path / "again")]) == 0
     val = [r for _, r in read_records(tmp_path / "again" / "aug.validation.jsonl")]
     assert val and not any(r.get("augmented") for r in val)
-    assert run(["data", "split", str(src), "--ratios", "0.8,0.3"]) == 1
+    assert run(["data", "split", str(src), "--ratios", "0.8,0.3"]) == exits.USAGE
 
 
 def test_augment_paraphrase_with_a_local_model(tmp_path, tiny_model_dir, capsys):
@@ -172,5 +176,5 @@ def test_augment_paraphrase_names_the_pull_command_when_the_model_is_missing(tmp
     src = _jsonl(tmp_path / "d.jsonl", [{"text": "hello there"}])
     code = run(["data", "augment", str(src), "-o", str(tmp_path / "a.jsonl"), "--field", "text",
                 "--methods", "paraphrase"])
-    assert code == 1
+    assert code == exits.MODEL
     assert "tunelab models pull smollm2-135m-instruct" in capsys.readouterr().out

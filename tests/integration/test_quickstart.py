@@ -4,6 +4,7 @@ import json
 import shlex
 from pathlib import Path
 
+from tunelab.cli import exits
 from tunelab.cli.main import main
 from tunelab.recipes.quickstart import format_table, next_steps, run_quickstart
 
@@ -43,5 +44,5 @@ def test_quickstart_writes_data_run_and_results(tmp_path, tiny_model_dir, capsys
 
 
 def test_quickstart_cli_reports_a_missing_model(tmp_path, capsys):
-    assert main(["quickstart", "--workdir", str(tmp_path), "--model", "no-such-model", "--no-progress"]) == 1
+    assert main(["quickstart", "--workdir", str(tmp_path), "--model", "no-such-model", "--no-progress"]) == exits.MODEL
     assert "no-such-model" in capsys.readouterr().err

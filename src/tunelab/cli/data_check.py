@@ -14,11 +14,12 @@ import sys
 from collections import Counter
 from typing import TextIO
 
+from tunelab.cli import exits
+from tunelab.cli.args import positive_int, similarity
 from tunelab.data.formats import FORMATS
 from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult
 from tunelab.gate.dedup import DEFAULT_THRESHOLD
 
-EXIT_OK, EXIT_ERRORS = 0, 1
 # Warnings printed per code and file; errors are always printed in full.
 _WARNINGS_SHOWN = 20
 
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write an HTML report with plots into DIR")
     c.add_argument("--no-near-dups", action="store_true",
                    help="skip the near-duplicate pass (exact duplicates are still reported)")
-    c.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+    c.add_argument("--threshold", type=similarity, default=DEFAULT_THRESHOLD,
                    help=f"5-gram Jaccard similarity of near duplicates (default {DEFAULT_THRESHOLD})")
     c.add_argument("--all", action="store_true",
                    help=f"print every warning (default: {_WARNINGS_SHOWN} per code and file)")
@@ -66,7 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the row format (default: detected per file)")
     p.add_argument("--template", default=None,
                    help="a chat template instead of the model's: 'chatml', a .jinja file or Jinja text")
-    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+    p.add_argument("--max-length", type=positive_int, default=DEFAULT_MAX_LENGTH,
                    help=f"tokens beyond which a row is too long (default {DEFAULT_MAX_LENGTH})")
 
 
@@ -87,7 +88,7 @@ def cmd_check(a: argparse.Namespace) -> int:
             print_result(result, sys.stdout, show_all=a.all)
         if run.report is not None:
             print(f"report: {run.report}")
-    return EXIT_OK if run.ok else EXIT_ERRORS
+    return exits.OK if run.ok else exits.PROBLEMS
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
@@ -107,7 +108,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
         for result in run.results:
             print(summary_line(result))
         print(f"report: {run.report}")
-    return EXIT_OK if run.ok else EXIT_ERRORS
+    return exits.OK if run.ok else exits.PROBLEMS
 
 
 def summary_line(result: CheckResult) -> str:

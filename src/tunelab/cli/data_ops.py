@@ -12,12 +12,22 @@ from __future__ import annotations
 import argparse
 import json
 
+from tunelab.cli import exits
+from tunelab.cli.args import (
+    checked_by,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    rate,
+    similarity,
+)
 from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.data.findings import Finding
 from tunelab.data.table import write_json
+from tunelab.gate.augment import parse_methods
 from tunelab.gate.dedup import DEFAULT_NUM_PERM, DEFAULT_SEMANTIC_THRESHOLD, DEFAULT_THRESHOLD
+from tunelab.gate.split import parse_ratios
 
-EXIT_OK, EXIT_PROBLEMS = 0, 1
 _SHOWN = 20  # findings printed before "... and N more"
 
 
@@ -41,21 +51,23 @@ def _columns(p: argparse.ArgumentParser, what: str = "compared") -> None:
 
 
 def _near(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+    p.add_argument("--threshold", type=similarity, default=DEFAULT_THRESHOLD,
                    help=f"5-gram Jaccard similarity of near duplicates (default {DEFAULT_THRESHOLD})")
     p.add_argument("--no-near", action="store_true", help="exact duplicates only")
 
 
 def _dedup(sub) -> None:
     p = sub.add_parser("dedup", help="find exact, near and semantic duplicate rows")
-    p.add_argument("file")
+    p.add_argument("file", help="the data file (.jsonl, .json, .csv, .tsv or .parquet)")
     _columns(p)
     _near(p)
-    p.add_argument("--num-perm", type=int, default=DEFAULT_NUM_PERM, help="MinHash permutations")
-    p.add_argument("--semantic", type=float, nargs="?", const=DEFAULT_SEMANTIC_THRESHOLD, default=None,
-                   metavar="COSINE", help="also semantic duplicates (embedding cosine, "
-                   f"default {DEFAULT_SEMANTIC_THRESHOLD}); needs the 'semantic' extra")
-    p.add_argument("--report", help="write the clusters as JSON here")
+    p.add_argument("--num-perm", type=positive_int, default=DEFAULT_NUM_PERM,
+                   help=f"MinHash permutations (default {DEFAULT_NUM_PERM}; more: finer "
+                   "similarity estimates)")
+    p.add_argument("--semantic", type=similarity, nargs="?", const=DEFAULT_SEMANTIC_THRESHOLD,
+                   default=None, metavar="COSINE", help="also semantic duplicates (embedding "
+                   f"cosine, default {DEFAULT_SEMANTIC_THRESHOLD}); needs the 'semantic' extra")
+    p.add_argument("--report", metavar="FILE", help="write the clusters as JSON here")
     p.set_defaults(func=_cmd_dedup)
 
 
@@ -83,7 +95,7 @@ def _cmd_dedup(a: argparse.Namespace) -> int:
               f"{s['rows_removable']} removable")
     _print_findings(report.findings())
     _write_report(a.report, summary)
-    return EXIT_OK
+    return exits.OK
 
 
 def _leakage(sub) -> None:
@@ -91,7 +103,7 @@ def _leakage(sub) -> None:
     p.add_argument("files", nargs="+", help="two or more files, training file first")
     _columns(p)
     _near(p)
-    p.add_argument("--report", help="write the pairs as JSON here")
+    p.add_argument("--report", metavar="FILE", help="write the pairs as JSON here")
     p.set_defaults(func=_cmd_leakage)
 
 
@@ -106,19 +118,19 @@ def _cmd_leakage(a: argparse.Namespace) -> int:
     print(f"pairs: {kinds['exact']} exact, {kinds['near']} near")
     _print_findings(report.findings())
     _write_report(a.report, summary)
-    return EXIT_PROBLEMS if report.leaks else EXIT_OK
+    return exits.PROBLEMS if report.leaks else exits.OK
 
 
 def _labels(sub) -> None:
     p = sub.add_parser("labels", help="conflicting labels, annotator agreement, guideline")
-    p.add_argument("file")
+    p.add_argument("file", help="the data file (.jsonl, .json, .csv, .tsv or .parquet)")
     p.add_argument("--label", help="the label (or answer) column")
     p.add_argument("--field", action="append", default=None, metavar="COL",
                    help="an input column (repeatable); default every other column")
     p.add_argument("--annotators", type=_names, help="columns of one annotator each: A,B[,C]")
     p.add_argument("--annotations", metavar="COL", help="a column holding a list of labels")
     p.add_argument("--guideline", help="a YAML guideline: labels with definition and examples")
-    p.add_argument("--report", help="write the report as JSON here")
+    p.add_argument("--report", metavar="FILE", help="write the report as JSON here")
     p.set_defaults(func=_cmd_labels)
 
 
@@ -145,12 +157,12 @@ def _cmd_labels(a: argparse.Namespace) -> int:
             print(f"    {label}: {'undefined' if k is None else f'{k:.3f}'}")
     _print_findings(report.findings)
     _write_report(a.report, report.to_json())
-    return EXIT_PROBLEMS if any(f.is_error for f in report.findings) else EXIT_OK
+    return exits.PROBLEMS if any(f.is_error for f in report.findings) else exits.OK
 
 
 def _clean(sub) -> None:
     p = sub.add_parser("clean", help="normalize text, handle missing values, redact, dedup")
-    p.add_argument("input")
+    p.add_argument("input", help="the data file to clean")
     p.add_argument("-o", "--output", required=True, help="the cleaned file (never the input)")
     p.add_argument("--log", help="the change log (CSV); default OUTSTEM.changes.csv")
     p.add_argument("--missing", action="append", default=[], metavar="COL=drop|fill:VALUE",
@@ -160,7 +172,7 @@ def _clean(sub) -> None:
                         "[API_KEY]; all kinds, or a list like EMAIL,PHONE")
     p.add_argument("--field", action="append", default=None, metavar="COL",
                    help="a column that makes rows duplicates (repeatable); default all")
-    p.add_argument("--near", type=float, nargs="?", const=DEFAULT_THRESHOLD, default=None,
+    p.add_argument("--near", type=similarity, nargs="?", const=DEFAULT_THRESHOLD, default=None,
                    metavar="THRESHOLD", help=f"also drop near duplicates (default {DEFAULT_THRESHOLD})")
     p.set_defaults(func=_cmd_clean)
 
@@ -174,17 +186,19 @@ def _cmd_clean(a: argparse.Namespace) -> int:
     actions = ", ".join(f"{k} {v}" for k, v in sorted(s["actions"].items())) or "none"
     print(f"{s['output']}: {s['rows_out']} of {s['rows_in']} rows kept; changes: {actions}")
     print(f"change log: {s['log']}")
-    return EXIT_OK
+    return exits.OK
 
 
 def _split(sub) -> None:
     p = sub.add_parser("split", help="deterministic, stratified, duplicate-aware split")
-    p.add_argument("input")
-    p.add_argument("--ratios", default="0.8,0.1,0.1", help="e.g. 0.8,0.1,0.1 (sum 1)")
+    p.add_argument("input", help="the data file to split")
+    p.add_argument("--ratios", type=checked_by(parse_ratios), default="0.8,0.1,0.1",
+                   help="e.g. 0.8,0.1,0.1 (sum 1)")
     p.add_argument("--names", type=_names, help="part names; default train,validation,test")
     p.add_argument("--stratify", metavar="COL", help="keep this column's class proportions")
     p.add_argument("--group", metavar="COL", help="rows with equal values share a part")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="the same seed gives the same split (default 0)")
     p.add_argument("--out-dir", help="where the parts go; default beside the input")
     p.add_argument("--field", action="append", default=None, metavar="COL",
                    help="a column compared for duplicates (repeatable)")
@@ -193,9 +207,9 @@ def _split(sub) -> None:
 
 
 def _cmd_split(a: argparse.Namespace) -> int:
-    from tunelab.gate.split import parse_ratios, split_file
+    from tunelab.gate.split import split_file
 
-    m = split_file(a.input, parse_ratios(a.ratios), a.seed, a.out_dir, a.names, a.stratify,
+    m = split_file(a.input, a.ratios, a.seed, a.out_dir, a.names, a.stratify,
                    a.group, a.field, None if a.no_near else a.threshold)
     for name, part in m["parts"].items():
         counts = m["class_counts"][name] if m["class_counts"] else None
@@ -203,18 +217,20 @@ def _cmd_split(a: argparse.Namespace) -> int:
         print(f"{name}: {part['rows']} rows -> {part['path']}{extra}")
     print(f"kept together: {m['clusters_kept_together']} cluster(s); largest deviation from "
           f"the ratios: {m['max_deviation_rows']} row(s)")
-    return EXIT_OK
+    return exits.OK
 
 
 def _balance(sub) -> None:
     p = sub.add_parser("balance", help="over- or under-sample to a label distribution")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--label", required=True, metavar="COL")
+    p.add_argument("input", help="the data file to balance")
+    p.add_argument("-o", "--output", required=True, help="the balanced file (never the input)")
+    p.add_argument("--label", required=True, metavar="COL", help="the label column")
     p.add_argument("--target", default="uniform", help="uniform, or LABEL=SHARE,...")
-    p.add_argument("--method", choices=("over", "under"), default="over")
-    p.add_argument("--size", type=int, help="a total row count instead of --method")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=("over", "under"), default="over",
+                   help="repeat rows of small classes (over) or drop rows of large ones (under)")
+    p.add_argument("--size", type=positive_int, help="a total row count instead of --method")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="the same seed picks the same rows (default 0)")
     p.set_defaults(func=_cmd_balance)
 
 
@@ -225,36 +241,39 @@ def _cmd_balance(a: argparse.Namespace) -> int:
     for label, c in m["counts"].items():
         print(f"{label}: {c['before']} -> {c['after']}")
     print(f"{m['output']}: {m['size']} rows")
-    return EXIT_OK
+    return exits.OK
 
 
 def _augment(sub) -> None:
     p = sub.add_parser("augment", help="paraphrase with a local model, word dropout and swap")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("input", help="the data file to augment")
+    p.add_argument("-o", "--output", required=True, help="the augmented file (never the input)")
     p.add_argument("--field", required=True, metavar="COL", help="the text column to change")
-    p.add_argument("--methods", default="dropout,swap", help="some of paraphrase,dropout,swap")
-    p.add_argument("--copies", type=int, default=1, help="new rows per method and row")
-    p.add_argument("-p", type=float, default=0.1, help="word dropout / swap rate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", type=checked_by(parse_methods), default="dropout,swap",
+                   help="some of paraphrase,dropout,swap")
+    p.add_argument("--copies", type=positive_int, default=1, help="new rows per method and row")
+    p.add_argument("-p", type=rate, default=0.1, help="word dropout / swap rate, in (0, 1)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="the same seed gives the same new rows (default 0)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="the paraphrasing model")
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=positive_int, default=96,
+                   help="most tokens per paraphrase (default 96)")
+    p.add_argument("--temperature", type=non_negative_float, default=0.7,
+                   help="paraphrase sampling temperature; 0 = greedy (default 0.7)")
     p.set_defaults(func=_cmd_augment)
 
 
 def _cmd_augment(a: argparse.Namespace) -> int:
-    from tunelab.gate.augment import parse_methods
     from tunelab.recipes.data_ops import augment_with_model
 
-    m = augment_with_model(a.input, a.output, a.field, parse_methods(a.methods), a.copies, a.p,
+    m = augment_with_model(a.input, a.output, a.field, a.methods, a.copies, a.p,
                            a.seed, a.model, a.max_new_tokens, a.temperature)
     for method, c in m["counts"].items():
         if isinstance(c, dict):
             print(f"{method}: {c['added']} added ({c['unchanged']} unchanged, "
                   f"{c['duplicate']} duplicate, {c['empty']} empty, not added)")
     print(f"{m['output']}: {m['rows_out']} rows ({m['rows_in']} before)")
-    return EXIT_OK
+    return exits.OK
 
 
 def _print_findings(findings: list[Finding]) -> None:

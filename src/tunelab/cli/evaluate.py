@@ -12,10 +12,12 @@ import argparse
 import json
 import sys
 
+from tunelab.cli import exits
+from tunelab.cli.args import non_negative_int, positive_int, show_help
+from tunelab.config.evaluation import DEFAULT_MAX_NEW_TOKENS, EvalSettings
 from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import ConfigError
 
-EXIT_OK, EXIT_BIAS = 0, 1
 TASKS = ("classify", "regress", "generate", "perplexity", "bbq")
 
 
@@ -43,9 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classify/bbq: match the free answer, or score each label (default generate)")
     e.add_argument("--normalizer", choices=("exact", "gsm8k", "last_number", "number"),
                    default=None, help="generate: how answers are compared for exact match")
-    e.add_argument("--limit", type=int, default=None, metavar="N", help="the first N rows")
-    e.add_argument("--max-new-tokens", type=int, default=None)
-    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="the first N rows")
+    e.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
+                   help="most tokens per answer (default by task: "
+                        f"{', '.join(f'{k} {v}' for k, v in DEFAULT_MAX_NEW_TOKENS.items())})")
+    e.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help=f"prompts per forward pass (default {_default('batch_size')})")
     e.add_argument("--slice-by", default=None, metavar="F1,F2",
                    help="per-slice metrics by fields (length, label, or any column)")
     e.add_argument("--group-field", default=None, metavar="F",
@@ -55,23 +61,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--terms", default=None, metavar="YAML", help="extra counterfactual terms")
     e.add_argument("--fail-on-bias", action="store_true",
                    help="exit 1 when a fairness threshold of the config is exceeded")
-    e.add_argument("--review", type=int, default=None, metavar="N",
+    e.add_argument("--review", type=non_negative_int, default=None, metavar="N",
                    help="write a human review sheet of N rows into the report folder")
-    e.add_argument("--bootstrap", type=int, default=None, metavar="N", help="resamples for --compare")
-    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--bootstrap", type=positive_int, default=None, metavar="N",
+                   help=f"paired-bootstrap resamples for --compare (default {_default('bootstrap_samples')})")
+    e.add_argument("--seed", type=non_negative_int, default=None,
+                   help=f"seed of the bootstrap and the review sheet (default {_default('seed')})")
     e.add_argument("--report", default=None, metavar="DIR", help="write the HTML report here")
-    e.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR)
+    e.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
+                   help=f"where run names are looked up (default: {DEFAULT_RUNS_DIR})")
     e.add_argument("--json", action="store_true", help="print the report as one JSON line last")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("review", help="human review sheets: import ratings")
-    rs = r.add_subparsers(dest="review_cmd", required=True)
+    r.set_defaults(func=show_help(r))
+    rs = r.add_subparsers(dest="review_cmd", metavar="COMMAND")
     ri = rs.add_parser("import", help="win rate, mean score and rater agreement from sheets")
     ri.add_argument("files", nargs="+", metavar="FILE", help="filled review sheets")
     ri.add_argument("--key", default=None, help="review_key.json (default: beside the first)")
-    ri.add_argument("--json", action="store_true")
+    ri.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     ri.set_defaults(func=cmd_review_import)
+
+
+def _default(field: str) -> object:
+    """The schema's default of an evaluation setting, for help texts."""
+    return EvalSettings.model_fields[field].default
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -129,7 +144,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
               file=sys.stderr)
     if a.json:
         print(json.dumps(report, default=str))
-    return EXIT_BIAS if a.fail_on_bias and failures else EXIT_OK
+    return exits.PROBLEMS if a.fail_on_bias and failures else exits.OK
 
 
 _HEADLINE = {"classify": ("accuracy", "macro_f1", "micro_f1", "unparseable"),
@@ -190,4 +205,4 @@ def cmd_review_import(a: argparse.Namespace) -> int:
     print(format_reviews(report))
     if a.json:
         print(json.dumps(report))
-    return EXIT_OK
+    return exits.OK

@@ -14,6 +14,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from tunelab.config.problems import key_suggestion, unknown_key_message
 from tunelab.config.schema import (
     PHASE_SECTIONS,
     DataSettings,
@@ -66,7 +67,7 @@ def _search_path_problem(path: str) -> str | None:
     section, field = parts
     info = SECTIONS[section].model_fields.get(field)
     if info is None:
-        return f"{section} has no setting {field!r} (check the spelling)"
+        return f"{section} has no setting {field!r} ({key_suggestion(SECTIONS[section], parts[1:])})"
     if _is_list(info.annotation):
         return f"{path} holds a list; a search sets single values only"
     return None
@@ -135,7 +136,7 @@ def _phase_problems(i: int, phase: dict, data: dict) -> list[str]:
                 loc = err["loc"]
                 if (loc and loc[0] in override) or (not loc and base_ok):
                     tail = "." + ".".join(map(str, loc)) if loc else ""
-                    msg = "unknown key (check the spelling)" if err["type"] == "extra_forbidden" \
+                    msg = unknown_key_message(cls, loc) if err["type"] == "extra_forbidden" \
                         else f"{_msg(err)} (given: {err.get('input')!r})"
                     problems.append(f"phases.{i}.{section}{tail}: {msg}")
     return problems
@@ -172,7 +173,7 @@ def _sources(value: Any, base: Path) -> list[dict]:
 
 
 def resolve_phase_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """Make each phase's data paths absolute, relative to the config file's folder."""
+    """Make each phase's data paths absolute (relative ones start from ``base``) source dicts."""
     for phase in cfg.phases:
         for key in ("train", "validation"):
             if key in phase.data:

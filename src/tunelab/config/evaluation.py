@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.config.problems import validation_problems
+from tunelab.config.yamlfile import read_yaml
 from tunelab.errors import ConfigError
 
 TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq"]
@@ -125,7 +125,7 @@ def eval_settings(data: dict[str, Any] | None = None, source: str | None = None)
     try:
         return EvalSettings.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigError(validation_problems(e), source) from None
+        raise ConfigError(validation_problems(e, EvalSettings), source) from None
 
 
 def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvalSettings:
@@ -141,14 +141,8 @@ def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None =
     data: dict[str, Any] = {}
     source = None
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError([f"evaluation config {source!r} does not exist"])
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError([f"not valid YAML: {e}"], source) from None
+        source = str(path)
+        data = read_yaml(path, "evaluation config") or {}
         if not isinstance(data, dict):
             raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"],
                               source)

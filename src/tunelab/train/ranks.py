@@ -83,4 +83,4 @@ def refuse_sharding() -> None:
             raise TrainingError(
                 f"the launch asks for {name} sharding, which tunelab does not do: each process "
                 "holds the whole model and gradients are summed over processes",
-                hint="launch with examples/accelerate/ddp.accelerate.yaml, or tunelab train --nproc N")
+                hint="launch with examples/accelerate/ddp.accelerate.yaml, or `tunelab train CONFIG --nproc N`")

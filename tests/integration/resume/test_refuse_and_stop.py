@@ -9,6 +9,7 @@ import time
 import pytest
 
 from train_runs import SIGKILLED, child_env, train, train_losses, write_config
+from tunelab.cli import exits
 
 
 def _killed_run(tmp_path, tiny_model_dir, **train_settings):
@@ -22,7 +23,7 @@ def test_changed_settings_refused_with_each_field_named(tmp_path, tiny_model_dir
     _killed_run(tmp_path, tiny_model_dir)
     changed = write_config(tmp_path, tiny_model_dir, batch_size=4, seed=7)
     proc = train(changed, "--resume", "auto")
-    assert proc.returncode == 1
+    assert proc.returncode == exits.TRAINING
     assert "batch_size: was 2, now 4" in proc.stderr and "seed: was 0, now 7" in proc.stderr
     assert "--force-resume" in proc.stderr and "Traceback" not in proc.stderr
     # changed data is a changed fingerprint
@@ -30,7 +31,7 @@ def test_changed_settings_refused_with_each_field_named(tmp_path, tiny_model_dir
         f.write(json.dumps({"messages": [{"role": "user", "content": "x"},
                                          {"role": "assistant", "content": "y"}]}) + "\n")
     proc = train(write_config(tmp_path, tiny_model_dir), "--resume", "auto")
-    assert proc.returncode == 1 and "data: was" in proc.stderr
+    assert proc.returncode == exits.TRAINING and "data: was" in proc.stderr
 
 
 def test_force_resume_is_logged_in_the_run(tmp_path, tiny_model_dir):
@@ -48,7 +49,7 @@ def test_missing_state_file_is_an_error_not_a_fresh_start(tmp_path, tiny_model_d
     ckpt = tmp_path / "runs" / "run" / "checkpoints" / "step-00000006"
     (ckpt / missing).unlink()
     proc = train(cfg, "--resume", str(ckpt))
-    assert proc.returncode == 1
+    assert proc.returncode == exits.TRAINING
     assert f"missing {missing}" in proc.stderr
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from train_runs import SIGKILLED, child_env, train, write_config
+from tunelab.cli import exits
 from tunelab.errors import TrainingError
 from tunelab.train import checkpoint as ck
 
@@ -49,7 +50,7 @@ def test_model_with_custom_code_needs_trust_remote_code(tmp_path, tiny_model_dir
     (model / "config.json").write_text(json.dumps(conf))
     (model / "modeling_evil.py").write_text("open('PWNED', 'w')\n")
     proc = train(write_config(tmp_path, model))
-    assert proc.returncode == 1 and "trust_remote_code" in proc.stderr
+    assert proc.returncode == exits.MODEL and "trust_remote_code" in proc.stderr
     assert not (tmp_path / "PWNED").exists()
 
 
