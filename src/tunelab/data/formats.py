@@ -130,9 +130,14 @@ class _Row:
         keys = ", ".join(map(repr, obj)) or "none"
         looks = detect_format(obj)
         other = (f"; this row looks like {looks}: load the file with format={looks!r}"
-                 if looks and looks != fmt else f"; a {fmt} row looks like {SHAPES[fmt]}")
+                 if looks and looks != fmt else f"; {_a(fmt)} row looks like {SHAPES[fmt]}")
         code = "missing_messages" if key == "messages" else "missing_field"
         self.error(key, code, f"the row has no {key!r} ({what}); its keys are {keys}{other}")
+
+
+def _a(fmt: str) -> str:
+    """``a chat`` or ``an alpaca``: the format name with its article."""
+    return f"{'an' if fmt[:1] in 'aeiou' else 'a'} {fmt}"
 
 
 Built = tuple[set, list[Message], "str | None"]

@@ -135,12 +135,18 @@ def _jsonl_rows(data: bytes, source: str) -> Iterator[Record]:
         first = False
 
 
+def _decode_problem(error: json.JSONDecodeError) -> str:
+    """``json``'s message with the column; some of its messages already end in "at"."""
+    at = "" if error.msg.endswith(" at") else " at"
+    return f"{error.msg}{at} column {error.colno}"
+
+
 def _parse_line(text: str, source: str, line: int, first: bool) -> object:
     """The JSON value on one line, or an ``invalid_json`` finding."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        problem = f"{e.msg} at column {e.colno}"
+        problem = _decode_problem(e)
     except RecursionError:
         problem = "the value is nested too deeply to parse"
     except ValueError as e:  # e.g. an integer longer than Python's digit limit
@@ -231,7 +237,7 @@ def _document_rows(text: str, source: str) -> Iterator[Record]:
         try:
             value, pos = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            yield e.lineno, _json_finding(source, e.lineno, f"{e.msg} at column {e.colno}")
+            yield e.lineno, _json_finding(source, e.lineno, _decode_problem(e))
             return
         except (ValueError, RecursionError) as e:
             yield start, _json_finding(source, start, _describe(e))
@@ -258,8 +264,7 @@ def _array_rows(text: str, pos: int, source: str, lines: _LineCounter):
         try:
             value, pos = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as e:
-            yield e.lineno, _json_finding(source, e.lineno, f"{e.msg} at column {e.colno}",
-                                          stop=True)
+            yield e.lineno, _json_finding(source, e.lineno, _decode_problem(e), stop=True)
             return None
         except (ValueError, RecursionError) as e:
             line = lines.at(start)

@@ -199,3 +199,9 @@ def test_a_bad_assistant_turn_is_one_error_without_follow_on_noise():
     obj = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}]}
     _, findings = convert(obj, "chat")
     assert [(f.field, f.code) for f in findings] == [("messages[1].content", "not_string")]
+
+
+def test_a_missing_field_message_uses_an_before_alpaca():
+    _, findings = convert({"instruction": "a", "answer": "b"}, "alpaca")
+    assert "; an alpaca row looks like {" in findings[0].message
+    assert " a alpaca " not in findings[0].message

@@ -167,3 +167,20 @@ def test_directory_and_unknown_suffix_raise(tmp_path):
     with pytest.raises(DataError, match="'.txt' is not a data format") as info:
         records(tmp_path / "d.txt")
     assert ".jsonl" in info.value.hint
+
+
+@pytest.mark.parametrize("name, text, line, start", [
+    ("d.jsonl", '{"text": "a"}\n{"text": "b\n', 2, "Unterminated string starting at column 10"),
+    ("d.json", '[\n  {"text": "a"},\n  {"text": "b}]', 3, "Unterminated string starting at "
+     "column 12"),
+    ("d.json", '[\n  {"text": "a"},\n  {"text": "b}\n]', 3, "Invalid control character at "
+     "column 15"),
+    ("d.json", '{"text": "a",\n "b": }', 2, "Expecting value at column 7"),
+])
+def test_json_messages_do_not_say_at_twice(tmp_path, name, text, line, start):
+    p = tmp_path / name
+    p.write_text(text)
+    (finding,) = [r for _, r in records(p) if isinstance(r, Finding)]
+    assert finding.line == line
+    assert finding.message.startswith(start)
+    assert " at at " not in finding.message
