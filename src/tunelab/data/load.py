@@ -3,8 +3,9 @@
 Every row is accounted for: it becomes an example or it has at least one finding, and
 one error anywhere stops the load with a report of all of them (``DataError``), so a
 run never trains on a silently shortened data set. ``check_file`` is the same pass
-without raising, for ``tunelab data check``. This module knows nothing of tokenizers,
-templates or training; it only reads, converts and reports.
+without raising, for ``tunelab data check``. The error lists at most ``SHOWN_PER_CODE``
+findings of one code. This module knows nothing of tokenizers, templates or training;
+it only reads, converts and reports.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ import random
 from pathlib import Path
 
 from tunelab.data.example import Example
-from tunelab.data.findings import Finding
+from tunelab.data.findings import Finding, cap_per_code, capped_lines
 from tunelab.data.formats import FORMATS, detect_format, to_example
 from tunelab.data.readers import read_records
 from tunelab.errors import DataError
 
 logger = logging.getLogger(__name__)
-
-# Warnings logged one by one on a successful load; the rest are counted.
-_MAX_LOGGED = 20
 
 
 def check_file(path: str | Path,
@@ -95,8 +93,8 @@ def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
     if errors:
         lines = len({f.line for f in errors})
         raise DataError(
-            f"{path}: {len(errors)} error(s) on {lines} line(s); nothing was loaded",
-            findings=[str(f) for f in errors],
+            f"{path}: {len(errors):,} error(s) on {lines:,} line(s); nothing was loaded",
+            findings=capped_lines(errors),
             hint=f"fix the rows above, or run `tunelab data check {path}` for a full report")
     _log_warnings(path, [f for f in findings if not f.is_error])
     return examples
@@ -175,8 +173,10 @@ def _no_format(row: dict, source: str, line: int) -> Finding:
 
 
 def _log_warnings(path: str | Path, warnings: list[Finding]) -> None:
-    for finding in warnings[:_MAX_LOGGED]:
+    shown, hidden = cap_per_code(warnings)
+    for finding in shown:
         logger.warning("%s", finding)
-    if len(warnings) > _MAX_LOGGED:
-        logger.warning("%s: %d more warning(s); run `tunelab data check %s` to see them all",
-                       path, len(warnings) - _MAX_LOGGED, path)
+    for (_, code), n in hidden.items():
+        logger.warning("%s: %d more [%s] warning(s)", path, n, code)
+    if hidden:
+        logger.warning("%s: run `tunelab data check %s` to see every warning", path, path)

@@ -182,3 +182,23 @@ def test_empty_file_is_an_error(tmp_path):
     path.write_text("\n")
     with pytest.raises(DataError, match="1 error"):
         load_examples(path)
+
+
+def write_csv(path, header, rows):
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_per_row_errors_are_capped_per_code_in_the_load_error(tmp_path):
+    path = write_csv(tmp_path / "d.csv", ["instruction", "output"],
+                     [[f"question {i}", ""] for i in range(5000)])
+    with pytest.raises(DataError) as info:
+        load_examples(path)
+    lines = info.value.findings
+    assert len(lines) == 21 and all("[empty_content]" in line for line in lines)
+    assert lines[0].startswith(f"{path}:2 output: [empty_content]")
+    assert lines[-1] == "... and 4,980 more [empty_content] error(s)"
+    assert f"{path}: 5,000 error(s) on 5,000 line(s)" in info.value.message
