@@ -17,7 +17,7 @@ Codes are stable snake_case strings that tests and users may match on, e.g.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ERROR = "error"
 WARNING = "warning"
@@ -42,6 +42,10 @@ class Finding:
         message: what is wrong, with the offending value, and what to do about it.
         severity: ``"error"`` (the file cannot be loaded) or ``"warning"`` (probably a
             mistake, but loadable).
+        rows: the first lines of the rows the finding concerns, when they differ from
+            ``(line,)``: the row's own line for a finding placed on the line of a field
+            inside it (JSON documents), every row for one problem that all rows share,
+            reported once for the file (line 0). Empty: the row at ``line``, if any.
     """
 
     source: str
@@ -50,6 +54,7 @@ class Finding:
     code: str
     message: str
     severity: str = ERROR
+    rows: tuple[int, ...] = field(default=(), repr=False)
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line} {self.field or '-'}: [{self.code}] {self.message}"
@@ -58,6 +63,13 @@ class Finding:
     def is_error(self) -> bool:
         """Whether this finding stops the file from loading."""
         return self.severity == ERROR
+
+    @property
+    def row_lines(self) -> tuple[int, ...]:
+        """The first lines of the rows this finding concerns (none for a file-level one)."""
+        if self.rows:
+            return self.rows
+        return (self.line,) if self.line > 0 else ()
 
 
 def cap_per_code(findings: list[Finding], limit: int = SHOWN_PER_CODE,

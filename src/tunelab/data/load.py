@@ -18,7 +18,7 @@ from pathlib import Path
 from tunelab.data.example import Example
 from tunelab.data.findings import Finding, cap_per_code, capped_lines
 from tunelab.data.formats import FORMATS, detect_format, to_example
-from tunelab.data.readers import read_records
+from tunelab.data.readers import read_located
 from tunelab.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ def check_file(path: str | Path,
 
     Returns:
         ``(examples, findings)`` in file order. A row with an error-severity finding has
-        no example; warnings come with their example.
+        no example; warnings come with their example. A finding on a field of a row of a
+        JSON document is on the field's own line (``Finding.rows`` keeps the row's).
 
     Raises:
         DataError: ``format`` is not a known name, or the file is missing or unreadable
@@ -49,7 +50,7 @@ def check_file(path: str | Path,
     findings: list[Finding] = []
     chosen = None if format == "auto" else format
     chosen_at = 0  # line of the row that fixed the format in auto mode
-    for line, row in read_records(Path(path)):
+    for line, row, field_lines in read_located(Path(path)):
         if isinstance(row, Finding):
             findings.append(row)
             continue
@@ -68,6 +69,8 @@ def check_file(path: str | Path,
                     f"line {chosen_at}; convert the row to {chosen} or split the file by format"))
                 continue
         example, row_findings = to_example(row, fmt or "chat", source, line)
+        if field_lines is not None:
+            row_findings = [field_lines.place(f) for f in row_findings]
         findings.extend(row_findings)
         if example is not None:
             examples.append(example)
@@ -91,7 +94,7 @@ def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
     examples, findings = check_file(path, format)
     errors = [f for f in findings if f.is_error]
     if errors:
-        lines = len({f.line for f in errors})
+        lines = len({line for f in errors for line in f.row_lines or (f.line,)})
         raise DataError(
             f"{path}: {len(errors):,} error(s) on {lines:,} line(s); nothing was loaded",
             findings=capped_lines(errors),

@@ -212,3 +212,19 @@ def test_a_row_on_the_line_of_an_error_is_rejected_not_also_accepted(tmp_path):
     assert [(f.line, f.code) for f in result.errors] == [(4, "invalid_json")]
     assert [e.line for e in result.examples] == [2, 3]
     assert (result.rows_read, result.accepted, result.rejected) == (3, 2, 1)
+
+
+def test_json_array_findings_of_the_check_point_at_their_field(tmp_path):
+    rows = distinct_chats(12)
+    rows[3] = {"messages": [{"role": "assistant", "content": "Mail me at jane.roe@mailbox.org"}]}
+    p = tmp_path / "d.json"
+    text = json.dumps(rows, indent=2)
+    p.write_text(text)
+    lines = text.split("\n")
+    start = [n for n, line in enumerate(lines, start=1) if line == "  {"][3]
+    content = next(n for n, line in enumerate(lines, start=1) if "jane.roe@" in line)
+    result = check_data(p)
+    assert [(f.line, f.field, f.code) for f in result.findings] == [
+        (start + 1, "messages", "no_user"), (content, "messages[0].content", "pii_email")]
+    assert [f.row_lines for f in result.findings] == [(start,), (start,)]
+    assert (result.rows_read, result.accepted, result.rejected) == (12, 12, 0)

@@ -202,3 +202,31 @@ def test_per_row_errors_are_capped_per_code_in_the_load_error(tmp_path):
     assert lines[0].startswith(f"{path}:2 output: [empty_content]")
     assert lines[-1] == "... and 4,980 more [empty_content] error(s)"
     assert f"{path}: 5,000 error(s) on 5,000 line(s)" in info.value.message
+
+
+def test_json_array_findings_point_at_the_field_line(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            {"messages": [{"role": "user", "content": "c"},
+                          {"role": "bot", "content": "d", "weight": 2}]},
+            {"messages": [{"role": "user"}, {"role": "assistant", "content": "e"}]}]
+    path = tmp_path / "d.json"
+    text = json.dumps(rows, indent=2)
+    path.write_text(text)
+    lines = text.split("\n")
+
+    def line_of(fragment, after=0):
+        return next(n for n, line in enumerate(lines, start=1)
+                    if n > after and fragment in line)
+
+    second = line_of("{", after=line_of('"content": "b"'))
+    third = line_of("{", after=line_of('"weight": 2'))
+    examples, findings = check_file(path)
+    assert [e.line for e in examples] == [2]
+    assert [(f.line, f.field, f.code, f.row_lines) for f in findings] == [
+        (line_of('"role": "bot"'), "messages[1].role", "unknown_role", (second,)),
+        (line_of('"weight": 2'), "messages[1].weight", "bad_weight", (second,)),
+        # the turn has no content: the finding is on the turn itself
+        (line_of('"role": "user"', after=third) - 1, "messages[0].content", "missing_content",
+         (third,))]
+    with pytest.raises(DataError, match="3 error\\(s\\) on 2 line\\(s\\)"):
+        load_examples(path)
