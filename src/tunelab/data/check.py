@@ -20,7 +20,7 @@ pii_email ...       warning   likely personal data: ``pii_`` + a kind of ``pii.K
 
 Each row read is either accepted (it became an example) or rejected (it has an error);
 ``CheckResult`` counts both, by ``Finding.row_lines``: a finding on a field's own line in a
-JSON document still counts for its row. In
+JSON document, or one for a column that every row lacks, still counts for its rows. In
 JSON documents the findings added here point at their field's line too. This module
 receives a tokenizer object and never loads a model; it prints nothing and sets no exit
 codes.
@@ -179,8 +179,9 @@ def check_data(path: str | Path, format: str = "auto", tokenizer: Any = None,
         result.notes.append("near duplicates were not looked for")
     found += _pii_findings(source, rows)
     found = [field_lines[f.line].place(f) if f.line in field_lines else f for f in found]
-    empty = any(f.code == "empty_file" for f in findings)
-    if len(examples) < min_rows and not empty:
+    # No rows, or a problem every row shares (a missing column), already says it all.
+    whole_file = any(f.code == "empty_file" or (f.line == 0 and f.rows) for f in findings)
+    if len(examples) < min_rows and not whole_file:
         found.append(Finding(
             source, 0, None, "too_few_rows",
             f"only {len(examples)} usable row(s) of {result.rows_read}; at least {min_rows} "

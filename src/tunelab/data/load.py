@@ -3,7 +3,9 @@
 Every row is accounted for: it becomes an example or it has at least one finding, and
 one error anywhere stops the load with a report of all of them (``DataError``), so a
 run never trains on a silently shortened data set. ``check_file`` is the same pass
-without raising, for ``tunelab data check``. The error lists at most ``SHOWN_PER_CODE``
+without raising, for ``tunelab data check``. A problem that every row shares (a column
+missing or misnamed, so no format fits or a needed field is absent everywhere) is one
+finding for the file, not one per row; the error lists at most ``SHOWN_PER_CODE``
 findings of one code. This module knows nothing of tokenizers, templates or training;
 it only reads, converts and reports.
 """
@@ -16,12 +18,24 @@ import random
 from pathlib import Path
 
 from tunelab.data.example import Example
-from tunelab.data.findings import Finding, cap_per_code, capped_lines
-from tunelab.data.formats import FORMATS, detect_format, to_example
+from tunelab.data.findings import ERROR, Finding, cap_per_code, capped_lines
+from tunelab.data.formats import (
+    FORMATS,
+    detect_format,
+    missing_everywhere,
+    no_format_message,
+    to_example,
+)
 from tunelab.data.readers import read_located
 from tunelab.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+# Codes that, found on every row for the same field, are one problem of the file: a column
+# that is missing or misnamed. Other codes stay per row (their values differ per row).
+_FILE_LEVEL = ("missing_field", "missing_messages", "unknown_format")
+# Containers whose rows share one header: there a missing key is a missing column.
+_TABLES = (".csv", ".tsv", ".parquet")
 
 
 def check_file(path: str | Path,
@@ -36,7 +50,9 @@ def check_file(path: str | Path,
     Returns:
         ``(examples, findings)`` in file order. A row with an error-severity finding has
         no example; warnings come with their example. A finding on a field of a row of a
-        JSON document is on the field's own line (``Finding.rows`` keeps the row's).
+        JSON document is on the field's own line (``Finding.rows`` keeps the row's). A
+        missing field or unknown format shared by every row of a file of two rows or more
+        is one finding on line 0 whose ``rows`` are all of them, placed first.
 
     Raises:
         DataError: ``format`` is not a known name, or the file is missing or unreadable
@@ -46,19 +62,29 @@ def check_file(path: str | Path,
         raise DataError(f"{path}: format {format!r} is not one of auto, {', '.join(FORMATS)}",
                         hint="pick one of them; 'auto' detects it from the first row")
     source = str(path)
+    noun = _noun(path)
     examples: list[Example] = []
     findings: list[Finding] = []
     chosen = None if format == "auto" else format
     chosen_at = 0  # line of the row that fixed the format in auto mode
+    objects: list[int] = []  # lines of the rows that are objects
+    keys: dict[str, None] = {}  # every key of those rows, in order of first appearance
+    sample: dict | None = None  # the first of them
     for line, row, field_lines in read_located(Path(path)):
         if isinstance(row, Finding):
             findings.append(row)
             continue
+        if isinstance(row, dict):
+            objects.append(line)
+            keys.update(dict.fromkeys(row))
+            if sample is None:
+                sample = row
         fmt = chosen
         if format == "auto" and isinstance(row, dict):
             found = detect_format(row)
             if chosen is None and found is None:
-                findings.append(_no_format(row, source, line))
+                findings.append(Finding(source, line, None, "unknown_format",
+                                        no_format_message(row, noun)))
                 continue
             if chosen is None:
                 chosen, chosen_at, fmt = found, line, found
@@ -74,7 +100,47 @@ def check_file(path: str | Path,
         findings.extend(row_findings)
         if example is not None:
             examples.append(example)
-    return examples, findings
+    return examples, _once_for_the_file(findings, objects, list(keys), chosen, sample,
+                                        source, noun)
+
+
+def _noun(path: str | Path) -> str:
+    """What a row's keys are called in messages: columns in tables, keys in JSON."""
+    return "column" if Path(path).suffix.lower() in _TABLES else "key"
+
+
+def _once_for_the_file(findings: list[Finding], objects: list[int], keys: list[str],
+                       fmt: str | None, sample: dict | None, source: str,
+                       noun: str) -> list[Finding]:
+    """Replace a missing field or unknown format found on every row by one file-level finding.
+
+    A 5,000-row table with a misnamed column otherwise reports the same thing 5,000
+    times. One row is its own problem, so a file needs two rows or more.
+    """
+    if len(objects) < 2:
+        return findings
+    groups: dict[tuple[str, str | None], list[Finding]] = {}
+    for f in findings:
+        top_level = f.field is None or f.field.isidentifier()  # not messages[0].role
+        if f.code in _FILE_LEVEL and f.is_error and top_level:
+            groups.setdefault((f.code, f.field), []).append(f)
+    everywhere = set(objects)
+    once = []
+    collapsed: set[int] = set()
+    for (code, field), group in groups.items():
+        rows = tuple(line for f in group for line in f.row_lines)
+        if len(rows) != len(everywhere) or set(rows) != everywhere:
+            continue
+        if code == "unknown_format":
+            message = no_format_message(keys, noun, len(rows))
+        else:
+            message = missing_everywhere(fmt or "chat", field or "", keys, len(rows), noun,
+                                         sample)
+        once.append(Finding(source, 0, field, code, message, ERROR, rows=rows))
+        collapsed.update(id(f) for f in group)
+    if not once:
+        return findings
+    return once + [f for f in findings if id(f) not in collapsed]
 
 
 def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
@@ -162,17 +228,6 @@ def _weighted(examples: list[Example], weight: float, rng: random.Random) -> lis
 
 def _keys(row: dict) -> str:
     return ", ".join(map(repr, row)) or "none"
-
-
-# The keys that make ``detect_format`` pick each format, for the unknown_format message.
-_KEYS = ("chat (messages), alpaca (instruction, output), prompt_completion (prompt, "
-         "completion), sharegpt (conversations), text (text)")
-
-
-def _no_format(row: dict, source: str, line: int) -> Finding:
-    return Finding(source, line, None, "unknown_format",
-                   f"no format fits the keys {_keys(row)}; rename the fields to fit one of "
-                   f"{_KEYS}")
 
 
 def _log_warnings(path: str | Path, warnings: list[Finding]) -> None:
