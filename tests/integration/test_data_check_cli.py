@@ -137,3 +137,31 @@ def test_toy_chat_line_5_with_the_real_smollm2_template(capsys, default_model):
     assert report["model"] == DEFAULT_MODEL
     too_long = [f for f in report["files"][0]["findings"] if f["code"] == "too_long"]
     assert [f["line"] for f in too_long] == [5] and "8033 tokens" in too_long[0]["message"]
+
+
+def test_a_5000_row_csv_missing_a_column_prints_one_error_naming_it(tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_text("instruction,answer\n" + "".join(f"question {i},answer {i}\n"
+                                                  for i in range(5000)))
+    assert cli(["data", "check", str(path), "--model", "none"]) == 1
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {path}:0 -: [unknown_format] no format fits the columns of all "
+                      "5,000 rows ('instruction', 'answer'); the closest is alpaca, which lacks "
+                      "'output' (or 'response'): rename the column that holds 'output', or add "
+                      'it (an alpaca row looks like {"instruction": "...", "input": "", '
+                      '"output": "..."})']
+    assert len(out.splitlines()) < 10
+    assert "5,000 rows read, 0 accepted, 5,000 rejected; 1 error(s)" in out
+
+
+def test_errors_of_every_row_are_capped_per_code_with_the_total(tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_text("instruction,output\n" + "".join(f"question {i},\n" for i in range(5000)))
+    assert cli(["data", "check", str(path), "--model", "none"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("[empty_content]") == 21
+    assert "error: ... and 4,980 more [empty_content] (--all or --json lists them)" in out
+    assert "5,000 rejected; 5,001 error(s)" in out  # and too_few_rows
+    assert cli(["data", "check", str(path), "--model", "none", "--all"]) == 1
+    assert capsys.readouterr().out.count("[empty_content]") == 5000

@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from typing import TextIO
 
 from tunelab.cli import exits
 from tunelab.cli.args import positive_int, similarity
+from tunelab.data.findings import SHOWN_PER_CODE, cap_per_code
 from tunelab.data.formats import FORMATS
 from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult
 from tunelab.gate.dedup import DEFAULT_THRESHOLD
-
-# Warnings printed per code and file; errors are always printed in full.
-_WARNINGS_SHOWN = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--threshold", type=similarity, default=DEFAULT_THRESHOLD,
                    help=f"5-gram Jaccard similarity of near duplicates (default {DEFAULT_THRESHOLD})")
     c.add_argument("--all", action="store_true",
-                   help=f"print every warning (default: {_WARNINGS_SHOWN} per code and file)")
+                   help=f"print every finding (default: {SHOWN_PER_CODE} per code and file)")
     c.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser(
@@ -121,17 +118,12 @@ def summary_line(result: CheckResult) -> str:
 
 
 def print_result(result: CheckResult, out: TextIO, show_all: bool = False) -> None:
-    """Print a file's findings (errors in full, warnings capped per code) and its summary."""
-    shown: Counter = Counter()
-    hidden: Counter = Counter()
-    for f in result.findings:
-        if not f.is_error and not show_all and shown[f.code] >= _WARNINGS_SHOWN:
-            hidden[f.code] += 1
-            continue
-        shown[f.code] += 1
+    """Print a file's findings (capped per code, as training reports them) and its summary."""
+    shown, hidden = (result.findings, {}) if show_all else cap_per_code(result.findings)
+    for f in shown:
         print(f"{f.severity}: {f}", file=out)
-    for code, n in hidden.items():
-        print(f"warning: ... and {n:,} more [{code}] (--all or --json lists them)", file=out)
+    for (severity, code), n in hidden.items():
+        print(f"{severity}: ... and {n:,} more [{code}] (--all or --json lists them)", file=out)
     for note in result.notes:
         print(f"note: {result.source}: {note}", file=out)
     print(summary_line(result), file=out)

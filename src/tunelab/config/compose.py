@@ -104,7 +104,7 @@ def _search_problems(search: dict, data: dict) -> list[str]:
         for path, p in parsed.items():
             if p.grid_values() is None:
                 problems.append(f"search.params.{path}: the grid sampler needs explicit `values` "
-                                f"for a {p.type} parameter (e.g. values: [{p.low}, {p.high}])")
+                                f"for this {p.type} parameter (e.g. values: [{p.low}, {p.high}])")
     for i, fixed in enumerate(search.get("enqueue") or []):
         if isinstance(fixed, dict):
             unknown = sorted(set(fixed) - set(params))

@@ -172,7 +172,7 @@ class SearchParam(_Section):
                 problems.append("a categorical parameter takes `choices`, not low/high/values")
         else:
             if self.low is None or self.high is None:
-                problems.append(f"a {self.type} parameter needs `low` and `high`")
+                problems.append(f"{self.type} parameters need `low` and `high`")
             elif self.low > self.high:
                 problems.append(f"low ({self.low}) is above high ({self.high})")
             else:
@@ -188,7 +188,7 @@ class SearchParam(_Section):
                 if any(not float(x).is_integer() for x in ends):
                     problems.append("an int parameter needs whole numbers for low, high and values")
             if self.choices is not None:
-                problems.append(f"a {self.type} parameter takes low/high (and values), not choices")
+                problems.append(f"{self.type} parameters take low/high (and values), not choices")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -57,6 +57,13 @@ SHAPES = {
     "self_instruct": '{"instruction": "...", "instances": [{"input": "", "output": "..."}]}',
 }
 
+# The keys each format needs, one tuple of accepted names per key (see ``formats.NEEDED``).
+NEEDED = {
+    "classification": ((LABEL_KEY,), TEXT_KEYS),
+    "preference": (("chosen",), ("rejected",)),
+    "self_instruct": (("instruction",), ("instances",)),
+}
+
 Built = tuple[set, list[Message], "str | None"]
 
 

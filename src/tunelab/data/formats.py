@@ -15,14 +15,19 @@ self_instruct      ``{"instruction", "instances": [...]}``; see ``extra_formats`
 
 Fields a format does not use are kept in ``Example.meta``. In CSV, TSV and Parquet cells
 ``messages`` and ``conversations`` may hold the list as JSON text. Problems come back
-as findings, never as exceptions. This module knows nothing of files and lines beyond
-the ``source`` and ``line`` it is handed, nor of tokenizers and templates.
+as findings, never as exceptions; a row that fits no format, or a field that every row
+lacks, is explained by the format that comes closest and the keys it lacks
+(``closest_format``). This module knows nothing of files and lines beyond the ``source``
+and ``line`` it is handed, nor of tokenizers and templates.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from tunelab.data import extra_formats
 from tunelab.data.example import ROLES, Example, Message
@@ -51,6 +56,29 @@ SHAPES = {
     **extra_formats.SHAPES,
 }
 
+# The keys each format needs, one tuple of accepted names per key (alpaca takes 'output'
+# or its alias 'response'): what a row that fits no format is measured against.
+NEEDED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "chat": (("messages",),),
+    "alpaca": (("instruction",), ("output", "response")),
+    "prompt_completion": (("prompt",), ("completion",)),
+    "sharegpt": (("conversations",),),
+    "text": (("text",),),
+    **extra_formats.NEEDED,
+}
+
+# How ``detect_format`` recognises each format, for a row that fits none.
+DETECTED_BY = ("chat (messages), alpaca (instruction, output), prompt_completion (prompt, "
+               "completion), sharegpt (conversations), text (text), preference (chosen, "
+               "rejected), self_instruct (instruction, instances), classification (label "
+               "and one text column, nothing else)")
+
+# Key names listed in a message before "and N more": tables can have hundreds of columns.
+_NAMES_SHOWN = 12
+# difflib similarity at which a key is taken for a misspelling: 'message' for 'messages'
+# (0.93), 'ouput' for 'output' (0.91), but not 'context' for 'content' (0.86).
+_CLOSE = 0.88
+
 
 def detect_format(obj: dict) -> str | None:
     """The format a row is in, judged by its keys.
@@ -78,6 +106,162 @@ def detect_format(obj: dict) -> str | None:
     if "text" in obj:
         return "text"
     return extra_formats.detect_extra(obj)
+
+
+@dataclass(frozen=True)
+class Closest:
+    """The format that a set of keys comes closest to, and what it lacks.
+
+    Args:
+        format: one of ``FORMATS``.
+        lacking: the keys the format needs that no key matches exactly, each as the
+            tuple of names it accepts (``("output", "response")``); empty when every key is
+            there and only the automatic detection passed the format over.
+        renames: ``(key, name)`` pairs: a key that looks like a needed name misspelt.
+    """
+
+    format: str
+    lacking: tuple[tuple[str, ...], ...]
+    renames: tuple[tuple[str, str], ...]
+
+
+def closest_format(keys: Iterable[str]) -> Closest | None:
+    """The format whose needed keys the given keys match best.
+
+    A needed key counts 1 when present, 1/2 when a key looks like it misspelt (another
+    case, a plural, a word of a longer name such as ``output_text``); ties go to the
+    format with the larger share of its keys present, then to the first in ``FORMATS``.
+
+    Args:
+        keys: the keys of a row, or the columns of a table.
+
+    Returns:
+        The closest format, or ``None`` when no key matches or resembles any needed one.
+    """
+    keys = list(keys)
+    present = set(keys)
+    best, best_rank = None, None
+    for order, fmt in enumerate(FORMATS):
+        score, lacking, renames = 0.0, [], []
+        for names in NEEDED[fmt]:
+            if present.intersection(names):
+                score += 1
+                continue
+            lacking.append(names)
+            rename = _rename(names, keys)
+            if rename is not None:
+                score += 0.5
+                renames.append(rename)
+        rank = (score, score / len(NEEDED[fmt]), -order)
+        if score and (best_rank is None or rank > best_rank):
+            best, best_rank = Closest(fmt, tuple(lacking), tuple(renames)), rank
+    return best
+
+
+def no_format_message(keys: Iterable[str], noun: str = "key", rows: int = 1) -> str:
+    """What is wrong with keys that fit no format, naming the closest format and what it lacks.
+
+    Args:
+        keys: the keys of the row, or of every row when ``rows`` > 1.
+        noun: ``"key"`` for JSON rows, ``"column"`` for tables.
+        rows: how many rows share the problem.
+
+    Returns:
+        The message of an ``unknown_format`` finding.
+    """
+    keys = list(keys)
+    where = (f"the {noun}s {_names(keys)}" if rows == 1
+             else f"the {noun}s of all {rows:,} rows ({_names(keys)})")
+    closest = closest_format(keys)
+    if closest is None:
+        return (f"no format fits {where}, and none shares a {noun} with them; name the "
+                f"{noun}s as one format has them: {DETECTED_BY}")
+    fmt = closest.format
+    if not closest.lacking:
+        return (f"no format is detected from {where}, though they hold what {fmt} needs; "
+                f"set the format to {fmt!r}")
+    fixes = [f"rename {key!r} to {name!r}" for key, name in closest.renames]
+    renamed = {name for _, name in closest.renames}
+    unfixed = [names for names in closest.lacking if not renamed.intersection(names)]
+    if unfixed:  # named, since a rename may come before
+        names = " and ".join(repr(names[0]) for names in unfixed)
+        fixes.append(f"rename the {noun} that holds {names}, or add it" if len(unfixed) == 1
+                     else f"rename the {noun}s that hold {names}, or add them")
+    lacks = " and ".join(_alternatives(names) for names in closest.lacking)
+    return (f"no format fits {where}; the closest is {fmt}, which lacks {lacks}: "
+            f"{'; '.join(fixes)} ({_a(fmt)} row looks like {SHAPES[fmt]})")
+
+
+def missing_everywhere(fmt: str, key: str, keys: Iterable[str], rows: int,
+                       noun: str = "key", sample: dict | None = None) -> str:
+    """The message for a field that every row of a file lacks: one problem, said once.
+
+    Args:
+        fmt: the format the rows are read as.
+        key: the needed field, as the per-row finding names it.
+        keys: the keys of the rows (the columns of a table).
+        rows: how many rows lack it (all of them).
+        noun: ``"key"`` for JSON rows, ``"column"`` for tables.
+        sample: a row, to say which other format the rows look like, if any.
+
+    Returns:
+        The message of the file-level finding.
+    """
+    keys = list(keys)
+    names = next((n for n in NEEDED.get(fmt, ()) if key in n), (key,))
+    what = (f"all {rows:,} rows lack {_alternatives(names)}, which {fmt} rows need; the "
+            f"{noun}s are {_names(keys)}")
+    rename = _rename(names, keys)
+    looks = detect_format(sample) if sample is not None else None
+    if rename is not None:
+        fix = f"rename {rename[0]!r} to {rename[1]!r}"
+    elif looks and looks != fmt:
+        fix = f"the rows look like {looks}: load the file with format={looks!r}"
+    else:
+        fix = (f"rename the {noun} that holds it to {key!r}, or add it ({_a(fmt)} row looks "
+               f"like {SHAPES[fmt]})")
+    return f"{what}; {fix}"
+
+
+def _a(fmt: str) -> str:
+    """``a chat`` or ``an alpaca``: the format name with its article."""
+    return f"{'an' if fmt[:1] in 'aeiou' else 'a'} {fmt}"
+
+
+def _names(keys: list[str]) -> str:
+    """Keys quoted for a message, the first few of many: ``'a', 'b' and 3 more``."""
+    if not keys:
+        return "none"
+    shown = ", ".join(map(repr, keys[:_NAMES_SHOWN]))
+    more = len(keys) - _NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _alternatives(names: tuple[str, ...]) -> str:
+    """``'output' (or 'response')``: a needed key with the other names it may have."""
+    first, rest = repr(names[0]), ", ".join(map(repr, names[1:]))
+    return f"{first} (or {rest})" if rest else first
+
+
+def _rename(names: tuple[str, ...], keys: list[str]) -> tuple[str, str] | None:
+    """``(key, name)`` when a key looks like one of ``names`` misspelt, else ``None``.
+
+    Another case or padding (``Output``), a word of a longer name (``output_text``), or a
+    close spelling (``message``, ``completions``) counts; an exact match does not.
+    """
+    for name in names:
+        for key in keys:
+            if key == name:
+                continue
+            low = key.strip().lower()
+            if low == name or name in re.split(r"[\W_]+", low):
+                return key, name
+    for name in names:
+        lowered = {key.strip().lower(): key for key in keys if key != name}
+        close = difflib.get_close_matches(name, list(lowered), n=1, cutoff=_CLOSE)
+        if close:
+            return lowered[close[0]], name
+    return None
 
 
 def to_example(obj: dict, fmt: str, source: str,
@@ -126,11 +310,18 @@ class _Row:
         self.findings.append(Finding(self.source, self.line, field, code, message, WARNING))
 
     def missing(self, obj: dict, key: str, fmt: str, what: str) -> None:
-        """A field the format needs is absent; say which format the row looks like."""
-        keys = ", ".join(map(repr, obj)) or "none"
+        """A field the format needs is absent; say which key may be it misspelt, or which
+        format the row looks like."""
+        keys = _names(list(obj))
         looks = detect_format(obj)
-        other = (f"; this row looks like {looks}: load the file with format={looks!r}"
-                 if looks and looks != fmt else f"; a {fmt} row looks like {SHAPES[fmt]}")
+        names = next((n for n in NEEDED.get(fmt, ()) if key in n), (key,))
+        rename = _rename(names, list(obj))
+        if rename is not None:
+            other = f"; {rename[0]!r} looks like it: rename it to {rename[1]!r}"
+        elif looks and looks != fmt:
+            other = f"; this row looks like {looks}: load the file with format={looks!r}"
+        else:
+            other = f"; {_a(fmt)} row looks like {SHAPES[fmt]}"
         code = "missing_messages" if key == "messages" else "missing_field"
         self.error(key, code, f"the row has no {key!r} ({what}); its keys are {keys}{other}")
 

@@ -4,8 +4,11 @@ Every row is accounted for: it becomes an example or it has at least one finding
 one error anywhere stops the load with a report of all of them (``DataError``), so a
 run never trains on a silently shortened data set. ``check_file`` is the same pass
 without raising, for ``tunelab data check``; ``holdout_split`` carves the seeded
-validation rows out of the training rows when the config names no validation file. This module knows nothing of tokenizers,
-templates or training; it only reads, converts and reports.
+validation rows out of the training rows when the config names no validation file. A
+problem that every row shares (a column missing or misnamed, so no format fits or a
+needed field is absent everywhere) is one finding for the file, not one per row; the
+error lists at most ``SHOWN_PER_CODE`` findings of one code. This module knows nothing
+of tokenizers, templates or training; it only reads, converts and reports.
 """
 
 from __future__ import annotations
@@ -17,15 +20,24 @@ from pathlib import Path
 from typing import TypeVar
 
 from tunelab.data.example import Example
-from tunelab.data.findings import Finding
-from tunelab.data.formats import FORMATS, detect_format, to_example
-from tunelab.data.readers import read_records
+from tunelab.data.findings import ERROR, Finding, cap_per_code, capped_lines
+from tunelab.data.formats import (
+    FORMATS,
+    detect_format,
+    missing_everywhere,
+    no_format_message,
+    to_example,
+)
+from tunelab.data.readers import read_located
 from tunelab.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-# Warnings logged one by one on a successful load; the rest are counted.
-_MAX_LOGGED = 20
+# Codes that, found on every row for the same field, are one problem of the file: a column
+# that is missing or misnamed. Other codes stay per row (their values differ per row).
+_FILE_LEVEL = ("missing_field", "missing_messages", "unknown_format")
+# Containers whose rows share one header: there a missing key is a missing column.
+_TABLES = (".csv", ".tsv", ".parquet")
 
 T = TypeVar("T")
 
@@ -41,7 +53,10 @@ def check_file(path: str | Path,
 
     Returns:
         ``(examples, findings)`` in file order. A row with an error-severity finding has
-        no example; warnings come with their example.
+        no example; warnings come with their example. A finding on a field of a row of a
+        JSON document is on the field's own line (``Finding.rows`` keeps the row's). A
+        missing field or unknown format shared by every row of a file of two rows or more
+        is one finding on line 0 whose ``rows`` are all of them, placed first.
 
     Raises:
         DataError: ``format`` is not a known name, or the file is missing or unreadable
@@ -51,19 +66,29 @@ def check_file(path: str | Path,
         raise DataError(f"{path}: format {format!r} is not one of auto, {', '.join(FORMATS)}",
                         hint="pick one of them; 'auto' detects it from the first row")
     source = str(path)
+    noun = _noun(path)
     examples: list[Example] = []
     findings: list[Finding] = []
     chosen = None if format == "auto" else format
     chosen_at = 0  # line of the row that fixed the format in auto mode
-    for line, row in read_records(Path(path)):
+    objects: list[int] = []  # lines of the rows that are objects
+    keys: dict[str, None] = {}  # every key of those rows, in order of first appearance
+    sample: dict | None = None  # the first of them
+    for line, row, field_lines in read_located(Path(path)):
         if isinstance(row, Finding):
             findings.append(row)
             continue
+        if isinstance(row, dict):
+            objects.append(line)
+            keys.update(dict.fromkeys(row))
+            if sample is None:
+                sample = row
         fmt = chosen
         if format == "auto" and isinstance(row, dict):
             found = detect_format(row)
             if chosen is None and found is None:
-                findings.append(_no_format(row, source, line))
+                findings.append(Finding(source, line, None, "unknown_format",
+                                        no_format_message(row, noun)))
                 continue
             if chosen is None:
                 chosen, chosen_at, fmt = found, line, found
@@ -74,10 +99,52 @@ def check_file(path: str | Path,
                     f"line {chosen_at}; convert the row to {chosen} or split the file by format"))
                 continue
         example, row_findings = to_example(row, fmt or "chat", source, line)
+        if field_lines is not None:
+            row_findings = [field_lines.place(f) for f in row_findings]
         findings.extend(row_findings)
         if example is not None:
             examples.append(example)
-    return examples, findings
+    return examples, _once_for_the_file(findings, objects, list(keys), chosen, sample,
+                                        source, noun)
+
+
+def _noun(path: str | Path) -> str:
+    """What a row's keys are called in messages: columns in tables, keys in JSON."""
+    return "column" if Path(path).suffix.lower() in _TABLES else "key"
+
+
+def _once_for_the_file(findings: list[Finding], objects: list[int], keys: list[str],
+                       fmt: str | None, sample: dict | None, source: str,
+                       noun: str) -> list[Finding]:
+    """Replace a missing field or unknown format found on every row by one file-level finding.
+
+    A 5,000-row table with a misnamed column otherwise reports the same thing 5,000
+    times. One row is its own problem, so a file needs two rows or more.
+    """
+    if len(objects) < 2:
+        return findings
+    groups: dict[tuple[str, str | None], list[Finding]] = {}
+    for f in findings:
+        top_level = f.field is None or f.field.isidentifier()  # not messages[0].role
+        if f.code in _FILE_LEVEL and f.is_error and top_level:
+            groups.setdefault((f.code, f.field), []).append(f)
+    everywhere = set(objects)
+    once = []
+    collapsed: set[int] = set()
+    for (code, field), group in groups.items():
+        rows = tuple(line for f in group for line in f.row_lines)
+        if len(rows) != len(everywhere) or set(rows) != everywhere:
+            continue
+        if code == "unknown_format":
+            message = no_format_message(keys, noun, len(rows))
+        else:
+            message = missing_everywhere(fmt or "chat", field or "", keys, len(rows), noun,
+                                         sample)
+        once.append(Finding(source, 0, field, code, message, ERROR, rows=rows))
+        collapsed.update(id(f) for f in group)
+    if not once:
+        return findings
+    return once + [f for f in findings if id(f) not in collapsed]
 
 
 def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
@@ -97,10 +164,10 @@ def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
     examples, findings = check_file(path, format)
     errors = [f for f in findings if f.is_error]
     if errors:
-        lines = len({f.line for f in errors})
+        lines = len({line for f in errors for line in f.row_lines or (f.line,)})
         raise DataError(
-            f"{path}: {len(errors)} error(s) on {lines} line(s); nothing was loaded",
-            findings=[str(f) for f in errors],
+            f"{path}: {len(errors):,} error(s) on {lines:,} line(s); nothing was loaded",
+            findings=capped_lines(errors),
             hint=f"fix the rows above, or run `tunelab data check {path}` for a full report")
     _log_warnings(path, [f for f in findings if not f.is_error])
     return examples
@@ -167,23 +234,14 @@ def _keys(row: dict) -> str:
     return ", ".join(map(repr, row)) or "none"
 
 
-# The keys that make ``detect_format`` pick each format, for the unknown_format message.
-_KEYS = ("chat (messages), alpaca (instruction, output), prompt_completion (prompt, "
-         "completion), sharegpt (conversations), text (text)")
-
-
-def _no_format(row: dict, source: str, line: int) -> Finding:
-    return Finding(source, line, None, "unknown_format",
-                   f"no format fits the keys {_keys(row)}; rename the fields to fit one of "
-                   f"{_KEYS}")
-
-
 def _log_warnings(path: str | Path, warnings: list[Finding]) -> None:
-    for finding in warnings[:_MAX_LOGGED]:
+    shown, hidden = cap_per_code(warnings)
+    for finding in shown:
         logger.warning("%s", finding)
-    if len(warnings) > _MAX_LOGGED:
-        logger.warning("%s: %d more warning(s); run `tunelab data check %s` to see them all",
-                       path, len(warnings) - _MAX_LOGGED, path)
+    for (_, code), n in hidden.items():
+        logger.warning("%s: %d more [%s] warning(s)", path, n, code)
+    if hidden:
+        logger.warning("%s: run `tunelab data check %s` to see every warning", path, path)
 
 
 def holdout_split(rows: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:

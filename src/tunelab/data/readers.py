@@ -6,7 +6,9 @@ record per row; quoted fields may span lines) and ``.parquet``.
 
 Bad content never raises: a row that cannot be parsed comes back as a ``Finding`` in
 place of the row, so one pass reports every problem. Only a missing or unreadable file
-raises ``DataError``. This module knows nothing of the training formats (chat, alpaca,
+raises ``DataError``. In a JSON document a row may span many lines: ``read_located`` hands
+each such row a ``FieldLines`` that finds the line of a field inside it, so a finding can
+point at the offending field rather than at the row's ``{``. This module knows nothing of the training formats (chat, alpaca,
 ...): it returns plain Python objects and leaves their meaning to ``formats``.
 """
 
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import io
 import json
 import re
 import sys
 from collections.abc import Iterator
+from json.decoder import scanstring
 from pathlib import Path
 
 from tunelab.data.findings import Finding
@@ -27,16 +31,115 @@ from tunelab.errors import DataError
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 
 Record = tuple[int, "object | Finding"]
+Located = tuple[int, "object | Finding", "FieldLines | None"]
 
 # JSON's own whitespace; str.isspace() would also accept characters json rejects.
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _RESAVE = "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW`)"
+# One step of a field path: ``.key`` is matched against the row's keys, ``[3]`` is an index.
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+class FieldLines:
+    """The lines of the fields inside one row of a JSON document, found on demand.
+
+    Only rows with a finding on a field are searched, so a clean file costs nothing more
+    than one small object per row.
+    """
+
+    __slots__ = ("_line", "_start", "_text")
+
+    def __init__(self, text: str, start: int, line: int) -> None:
+        self._text = text
+        self._start = start  # where the row's value begins in ``text``
+        self._line = line  # the line of ``start``
+
+    def line_of(self, field: str) -> int:
+        """The line of a field given as a path like ``messages[1].role``.
+
+        Args:
+            field: keys joined by ``.``, list indexes in ``[]``, as findings name fields.
+
+        Returns:
+            The line of the deepest part of the path that the row holds: a key's own line,
+            or the first line of a list element; the row's first line when the row holds
+            none of it (a missing field).
+        """
+        text, pos, best, rest = self._text, self._start, self._start, field
+        try:
+            while rest:
+                pos = _JSON_WS.match(text, pos).end()
+                if text.startswith("{", pos):
+                    member = self._member(pos, rest)
+                    if member is None:
+                        break
+                    best, pos, rest = member
+                    rest = rest[1:] if rest.startswith(".") else rest
+                elif text.startswith("[", pos) and (index := _INDEX.match(rest)):
+                    pos = self._element(pos, int(index.group(1)))
+                    if pos is None:
+                        break
+                    best, rest = pos, rest[index.end():]
+                    rest = rest[1:] if rest.startswith(".") else rest
+                else:
+                    break
+        except (ValueError, IndexError, RecursionError):
+            pass  # the row parsed once, so this is not expected; the row's line will do
+        return self._line + text.count("\n", self._start, best)
+
+    def place(self, finding: Finding) -> Finding:
+        """The finding moved to the line of its field, still counted for its row."""
+        if finding.field is None:
+            return finding
+        line = self.line_of(finding.field)
+        if line == finding.line:
+            return finding
+        return dataclasses.replace(finding, line=line, rows=finding.row_lines)
+
+    def _member(self, pos: int, rest: str) -> tuple[int, int, str] | None:
+        """In the object at ``pos``: the key that starts ``rest`` (the longest, and the last
+        of duplicates, as ``json`` keeps it) as ``(key position, value position, rest)``."""
+        text = self._text
+        found = None
+        pos = _JSON_WS.match(text, pos + 1).end()
+        while text.startswith('"', pos):
+            key_at = pos
+            key, pos = scanstring(text, pos + 1)
+            pos = _JSON_WS.match(text, pos).end() + 1  # past the ':'
+            pos = _JSON_WS.match(text, pos).end()
+            if rest == key or rest.startswith((key + ".", key + "[")):
+                if found is None or len(key) >= len(found[2]):
+                    found = (key_at, pos, key)
+            _, pos = _DECODER.raw_decode(text, pos)
+            pos = _JSON_WS.match(text, pos).end()
+            if not text.startswith(",", pos):
+                break
+            pos = _JSON_WS.match(text, pos + 1).end()
+        if found is None:
+            return None
+        return found[0], found[1], rest[len(found[2]):]
+
+    def _element(self, pos: int, index: int) -> int | None:
+        """The position of element ``index`` of the list at ``pos`` (``None``: no such one)."""
+        text = self._text
+        pos = _JSON_WS.match(text, pos + 1).end()
+        if text.startswith("]", pos):
+            return None
+        for _ in range(index):
+            _, pos = _DECODER.raw_decode(text, pos)
+            pos = _JSON_WS.match(text, pos).end()
+            if not text.startswith(",", pos):
+                return None
+            pos = _JSON_WS.match(text, pos + 1).end()
+        return pos
 
 
 def read_records(path: Path) -> Iterator[Record]:
     """Yield every row of a data file with its 1-based line, or a finding in its place.
+
+    The same rows as ``read_located``, without the field lines.
 
     Args:
         path: a ``.jsonl``/``.ndjson``, ``.json``, ``.csv``, ``.tsv`` or ``.parquet`` file.
@@ -51,6 +154,25 @@ def read_records(path: Path) -> Iterator[Record]:
     Raises:
         DataError: the file is missing, is a directory, cannot be read, has a suffix that
             is not supported, or is Parquet while pyarrow is not installed.
+    """
+    for line, row, _ in read_located(path):
+        yield line, row
+
+
+def read_located(path: Path) -> Iterator[Located]:
+    """Yield every row of a data file as ``read_records`` does, with its ``FieldLines``.
+
+    Args:
+        path: as for ``read_records``.
+
+    Returns:
+        An iterator of ``(line, row, field_lines)``: ``field_lines`` finds the line of a
+        field inside a row of a JSON document (an array of rows or one object), and is
+        ``None`` for every other row: a JSONL, CSV or TSV row starts on the line of its
+        fields (a quoted CSV cell may span lines), and Parquet has no lines.
+
+    Raises:
+        DataError: as for ``read_records``.
     """
     path = Path(path)
     source = str(path)
@@ -73,11 +195,12 @@ def read_records(path: Path) -> Iterator[Record]:
     count = 0
     for record in rows:
         count += 1
-        yield record
+        # Only the rows of a JSON document come with field lines; the others are pairs.
+        yield record if len(record) == 3 else (*record, None)
     if count == 0:
         yield 0, Finding(source, 0, None, "empty_file",
                          "the file holds no rows (it is empty, blank, a bare header or []); "
-                         "add examples or point at the right file")
+                         "add examples or point at the right file"), None
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -135,12 +258,18 @@ def _jsonl_rows(data: bytes, source: str) -> Iterator[Record]:
         first = False
 
 
+def _decode_problem(error: json.JSONDecodeError) -> str:
+    """``json``'s message with the column; some of its messages already end in "at"."""
+    at = "" if error.msg.endswith(" at") else " at"
+    return f"{error.msg}{at} column {error.colno}"
+
+
 def _parse_line(text: str, source: str, line: int, first: bool) -> object:
     """The JSON value on one line, or an ``invalid_json`` finding."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        problem = f"{e.msg} at column {e.colno}"
+        problem = _decode_problem(e)
     except RecursionError:
         problem = "the value is nested too deeply to parse"
     except ValueError as e:  # e.g. an integer longer than Python's digit limit
@@ -169,7 +298,7 @@ def _decode_whole(data: bytes, source: str) -> tuple[str | None, list[Finding]]:
     return None, findings
 
 
-def _json_rows(data: bytes, source: str) -> Iterator[Record]:
+def _json_rows(data: bytes, source: str) -> Iterator[Record | Located]:
     """A ``.json`` file: JSONL content, an array of rows, or one value."""
     text, findings = _decode_whole(data, source)
     if text is None:
@@ -216,7 +345,7 @@ class _LineCounter:
         return self._line
 
 
-def _document_rows(text: str, source: str) -> Iterator[Record]:
+def _document_rows(text: str, source: str) -> Iterator[Record | Located]:
     """A JSON document: each element of a top-level array, or the one value it holds."""
     pos = _JSON_WS.match(text, 0).end()
     if pos == len(text):
@@ -227,16 +356,16 @@ def _document_rows(text: str, source: str) -> Iterator[Record]:
         if pos is None:
             return
     else:
-        start = lines.at(pos)
+        start, lines_from = lines.at(pos), pos
         try:
             value, pos = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            yield e.lineno, _json_finding(source, e.lineno, f"{e.msg} at column {e.colno}")
+            yield e.lineno, _json_finding(source, e.lineno, _decode_problem(e))
             return
         except (ValueError, RecursionError) as e:
             yield start, _json_finding(source, start, _describe(e))
             return
-        yield start, value
+        yield start, value, FieldLines(text, lines_from, start)
     pos = _JSON_WS.match(text, pos).end()
     if pos < len(text):
         line = lines.at(pos)
@@ -258,14 +387,14 @@ def _array_rows(text: str, pos: int, source: str, lines: _LineCounter):
         try:
             value, pos = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as e:
-            yield e.lineno, _json_finding(source, e.lineno, f"{e.msg} at column {e.colno}",
-                                          stop=True)
+            yield e.lineno, _json_finding(source, e.lineno, _decode_problem(e), stop=True)
             return None
         except (ValueError, RecursionError) as e:
             line = lines.at(start)
             yield line, _json_finding(source, line, _describe(e), stop=True)
             return None
-        yield lines.at(start), value
+        line = lines.at(start)
+        yield line, value, FieldLines(text, start, line)
         end = pos
         pos = _JSON_WS.match(text, end).end()
         if pos < len(text) and text[pos] == "]":

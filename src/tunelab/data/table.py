@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.data.findings import Finding, type_name
+from tunelab.data.findings import Finding, capped_lines, type_name
 from tunelab.data.readers import SUFFIXES, read_records
 from tunelab.errors import DataError
 from tunelab.filemode import new_file_mode
@@ -84,7 +84,7 @@ def read_table(path: str | Path) -> Table:
             seen.update(dict.fromkeys(row))
     if problems:
         raise DataError(f"{source}: {len(problems)} row(s) cannot be read; nothing was done",
-                        findings=[str(f) for f in problems],
+                        findings=capped_lines(problems),
                         hint=f"fix them; `tunelab data check {source}` reports every problem")
     return Table(source, rows, lines, list(seen))
 

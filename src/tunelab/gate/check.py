@@ -19,8 +19,11 @@ pii_email ...       warning   likely personal data: ``pii_`` + a kind of ``pii.K
 ==================  ========  ===============================================================
 
 Each row read is either accepted (it became an example) or rejected (it has an error);
-``CheckResult`` counts both. This module receives a tokenizer object and never loads a
-model; it prints nothing and sets no exit codes.
+``CheckResult`` counts both, by ``Finding.row_lines``: a finding on a field's own line in a
+JSON document, or one for a column that every row lacks, still counts for its rows. In
+JSON documents the findings added here point at their field's line too. This module
+receives a tokenizer object and never loads a model; it prints nothing and sets no exit
+codes.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from tunelab.data.example import Example
 from tunelab.data.findings import ERROR, WARNING, Finding
 from tunelab.data.formats import detect_format
 from tunelab.data.load import check_file
-from tunelab.data.readers import read_records
+from tunelab.data.readers import FieldLines, read_located
 from tunelab.data.token_lengths import token_lengths
 from tunelab.gate.dedup import DEFAULT_THRESHOLD, find_exact_duplicates, find_near_duplicates
 from tunelab.gate.pii import KINDS, find_pii, mask
@@ -152,12 +155,12 @@ def check_data(path: str | Path, format: str = "auto", tokenizer: Any = None,
     """
     source = str(path)
     examples, findings = check_file(path, format)
-    bad_lines = {f.line for f in findings if f.is_error and f.line > 0}
+    bad_lines = {line for f in findings if f.is_error for line in f.row_lines}
     # A row that parsed but shares its line with an error (the last row of a JSON array
     # that is never closed) is rejected too: each row is accepted or rejected, not both.
     examples = [e for e in examples if e.line not in bad_lines]
     rejected = len(bad_lines)
-    rows, columns, detected = _raw_pass(Path(path), format)
+    rows, columns, detected, field_lines = _raw_pass(Path(path), format)
     fmt = detected if format == "auto" else format
     wanted = {e.line for e in examples}
     rows = {line: row for line, row in rows.items() if line in wanted}
@@ -174,8 +177,10 @@ def check_data(path: str | Path, format: str = "auto", tokenizer: Any = None,
     if not near_duplicates:
         result.notes.append("near duplicates were not looked for")
     found += _pii_findings(source, rows)
-    empty = any(f.code == "empty_file" for f in findings)
-    if len(examples) < min_rows and not empty:
+    found = [field_lines[f.line].place(f) if f.line in field_lines else f for f in found]
+    # No rows, or a problem every row shares (a missing column), already says it all.
+    whole_file = any(f.code == "empty_file" or (f.line == 0 and f.rows) for f in findings)
+    if len(examples) < min_rows and not whole_file:
         found.append(Finding(
             source, 0, None, "too_few_rows",
             f"only {len(examples)} usable row(s) of {result.rows_read}; at least {min_rows} "
@@ -185,16 +190,21 @@ def check_data(path: str | Path, format: str = "auto", tokenizer: Any = None,
     return result
 
 
-def _raw_pass(path: Path, format: str) -> tuple[dict[int, dict], dict[str, dict[str, int]], str | None]:
-    """Parsed object rows by line, per-field presence counts, and the first detected format."""
+def _raw_pass(path: Path, format: str) -> tuple[dict[int, dict], dict[str, dict[str, int]],
+                                                str | None, dict[int, FieldLines]]:
+    """Parsed object rows by line, per-field presence counts, the first detected format, and
+    the field lines of the rows of a JSON document."""
     rows: dict[int, dict] = {}
+    field_lines: dict[int, FieldLines] = {}
     present: Counter = Counter()
     empty: Counter = Counter()
     detected = None
-    for line, row in read_records(path):
+    for line, row, lines in read_located(path):
         if not isinstance(row, dict):
             continue
         rows[line] = row
+        if lines is not None:
+            field_lines[line] = lines
         if detected is None and format == "auto":
             detected = detect_format(row)
         for key, value in row.items():
@@ -207,7 +217,7 @@ def _raw_pass(path: Path, format: str) -> tuple[dict[int, dict], dict[str, dict[
     columns = {key: {"present": present[key], "missing": total - present[key],
                      "empty": empty[key]}
                for key in dict.fromkeys(k for r in rows.values() for k in r)}
-    return rows, columns, detected
+    return rows, columns, detected, field_lines
 
 
 def _turn_findings(examples: list[Example]) -> list[Finding]:

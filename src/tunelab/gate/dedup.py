@@ -212,7 +212,8 @@ class DuplicateReport:
                     reported.add(i)
                     out.append(Finding(
                         self.source, self.lines[i], None, f"duplicate_{kind}",
-                        f"a {kind} duplicate of line {first} (a cluster of {len(cluster)} "
+                        f"{'an' if kind == 'exact' else 'a'} {kind} duplicate of line {first} "
+                        f"(a cluster of {len(cluster)} "
                         "rows); `tunelab data clean` keeps one row per cluster", WARNING))
         return sorted(out, key=lambda f: f.line)
 

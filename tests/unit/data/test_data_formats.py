@@ -8,7 +8,13 @@ import pytest
 
 from tunelab.data.example import Example, Message
 from tunelab.data.findings import Finding
-from tunelab.data.formats import FORMATS, detect_format, to_example
+from tunelab.data.formats import (
+    FORMATS,
+    closest_format,
+    detect_format,
+    no_format_message,
+    to_example,
+)
 
 
 def convert(obj, fmt):
@@ -199,3 +205,52 @@ def test_a_bad_assistant_turn_is_one_error_without_follow_on_noise():
     obj = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}]}
     _, findings = convert(obj, "chat")
     assert [(f.field, f.code) for f in findings] == [("messages[1].content", "not_string")]
+
+
+def test_a_missing_field_message_uses_an_before_alpaca():
+    _, findings = convert({"instruction": "a", "answer": "b"}, "alpaca")
+    assert "; an alpaca row looks like {" in findings[0].message
+    assert " a alpaca " not in findings[0].message
+
+
+@pytest.mark.parametrize("keys, fmt, lacking, renames", [
+    (["instruction", "answer"], "alpaca", (("output", "response"),), ()),
+    (["Messages"], "chat", (("messages",),), (("Messages", "messages"),)),
+    (["prompt", "completions"], "prompt_completion", (("completion",),),
+     (("completions", "completion"),)),
+    (["instruction", "output_text"], "alpaca", (("output", "response"),),
+     (("output_text", "output"),)),
+    (["chosen"], "preference", (("rejected",),), ()),
+    (["label", "sentence", "id"], "classification", (), ()),
+    (["question", "reply"], None, None, None),
+])
+def test_closest_format_names_what_it_lacks(keys, fmt, lacking, renames):
+    closest = closest_format(keys)
+    if fmt is None:
+        assert closest is None
+        return
+    assert (closest.format, closest.lacking, closest.renames) == (fmt, lacking, renames)
+
+
+def test_no_format_message_names_the_closest_format_and_the_missing_key():
+    assert no_format_message(["instruction", "answer"], "column") == (
+        "no format fits the columns 'instruction', 'answer'; the closest is alpaca, which "
+        "lacks 'output' (or 'response'): rename the column that holds 'output', or add it "
+        '(an alpaca row looks like {"instruction": "...", "input": "", "output": "..."})')
+    assert "rename 'Messages' to 'messages'" in no_format_message(["Messages", "id"])
+    assert "set the format to 'classification'" in no_format_message(["label", "sentence", "x"])
+    message = no_format_message(["question", "reply"])
+    assert "none shares a key with them" in message and "text (text)" in message
+
+
+def test_a_missing_field_message_suggests_the_misspelt_key():
+    _, findings = convert({"instruction": "a", "Output": "b"}, "alpaca")
+    assert findings[0].message.endswith("; 'Output' looks like it: rename it to 'output'")
+
+
+def test_no_format_message_names_each_key_to_add_beside_the_renames():
+    message = no_format_message(["Prompt", "answer"])
+    assert message.startswith("no format fits the keys 'Prompt', 'answer'; the closest is "
+                              "prompt_completion, which lacks 'prompt' and 'completion': "
+                              "rename 'Prompt' to 'prompt'; rename the key that holds "
+                              "'completion', or add it")

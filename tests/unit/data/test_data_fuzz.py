@@ -56,7 +56,8 @@ def test_any_jsonl_bytes_become_examples_or_findings(data):
         assert finding.severity in ("error", "warning") and finding.code and str(finding)
     lines = non_blank_lines(data)
     example_lines = [e.line for e in examples]
-    error_lines = {f.line for f in findings if f.is_error}
+    # A finding counts for its rows: one that every row shares is one finding (line 0).
+    error_lines = {line for f in findings if f.is_error for line in f.row_lines or (f.line,)}
     if not lines:
         assert examples == [] and [(f.line, f.code) for f in findings] == [(0, "empty_file")]
         return
@@ -64,7 +65,8 @@ def test_any_jsonl_bytes_become_examples_or_findings(data):
     assert len(example_lines) == len(set(example_lines))
     assert set(example_lines).isdisjoint(error_lines)
     assert set(example_lines) | error_lines == lines
-    assert {f.line for f in findings} <= lines
+    assert {f.line for f in findings if not f.rows} <= lines
+    assert all(f.line == 0 and set(f.rows) <= lines for f in findings if f.rows)
 
 
 @settings(max_examples=100, deadline=None, database=None)

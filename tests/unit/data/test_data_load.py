@@ -182,3 +182,94 @@ def test_empty_file_is_an_error(tmp_path):
     path.write_text("\n")
     with pytest.raises(DataError, match="1 error"):
         load_examples(path)
+
+
+def write_csv(path, header, rows):
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_a_column_missing_from_every_row_is_one_finding_naming_it(tmp_path):
+    path = write_csv(tmp_path / "d.csv", ["instruction", "answer"],
+                     [[f"question {i}", f"answer {i}"] for i in range(5000)])
+    examples, findings = check_file(path)
+    assert examples == []
+    (finding,) = findings
+    assert (finding.line, finding.code, finding.field) == (0, "unknown_format", None)
+    assert finding.row_lines == tuple(range(2, 5002))  # every row is rejected by it
+    assert ("the columns of all 5,000 rows ('instruction', 'answer'); the closest is alpaca, "
+            "which lacks 'output' (or 'response')") in finding.message
+    with pytest.raises(DataError) as info:
+        load_examples(path)
+    assert len(info.value.findings) == 1
+    assert f"{path}: 1 error(s) on 5,000 line(s)" in info.value.message
+
+
+def test_a_field_the_chosen_format_needs_missing_from_every_row_is_one_finding(tmp_path):
+    path = write_csv(tmp_path / "d.csv", ["instruction", "Output"],
+                     [[f"question {i}", f"answer {i}"] for i in range(30)])
+    _, findings = check_file(path, "alpaca")
+    assert [(f.line, f.field, f.code) for f in findings] == [(0, "output", "missing_field")]
+    assert findings[0].message.startswith(
+        "all 30 rows lack 'output' (or 'response'), which alpaca rows need; the columns are "
+        "'instruction', 'Output'; rename 'Output' to 'output'")
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"text": "a"}\n{"text": "b"}\n')
+    _, findings = check_file(jsonl, "chat")
+    assert [(f.line, f.field, f.code) for f in findings] == [(0, "messages", "missing_messages")]
+    assert "the rows look like text: load the file with format='text'" in findings[0].message
+
+
+def test_a_field_missing_from_some_rows_stays_a_finding_per_row(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n'
+                    '{"instruction": "d"}\n')
+    _, findings = check_file(path)
+    assert [(f.line, f.field, f.code) for f in findings] == [(2, "output", "missing_field"),
+                                                             (3, "output", "missing_field")]
+    one = tmp_path / "one.jsonl"  # one row is its own problem, not the file's
+    one.write_text('{"nope": 1}\n')
+    assert [f.line for f in check_file(one)[1]] == [1]
+
+
+def test_per_row_errors_are_capped_per_code_in_the_load_error(tmp_path):
+    path = write_csv(tmp_path / "d.csv", ["instruction", "output"],
+                     [[f"question {i}", ""] for i in range(5000)])
+    with pytest.raises(DataError) as info:
+        load_examples(path)
+    lines = info.value.findings
+    assert len(lines) == 21 and all("[empty_content]" in line for line in lines)
+    assert lines[0].startswith(f"{path}:2 output: [empty_content]")
+    assert lines[-1] == "... and 4,980 more [empty_content] error(s)"
+    assert f"{path}: 5,000 error(s) on 5,000 line(s)" in info.value.message
+
+
+def test_json_array_findings_point_at_the_field_line(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            {"messages": [{"role": "user", "content": "c"},
+                          {"role": "bot", "content": "d", "weight": 2}]},
+            {"messages": [{"role": "user"}, {"role": "assistant", "content": "e"}]}]
+    path = tmp_path / "d.json"
+    text = json.dumps(rows, indent=2)
+    path.write_text(text)
+    lines = text.split("\n")
+
+    def line_of(fragment, after=0):
+        return next(n for n, line in enumerate(lines, start=1)
+                    if n > after and fragment in line)
+
+    second = line_of("{", after=line_of('"content": "b"'))
+    third = line_of("{", after=line_of('"weight": 2'))
+    examples, findings = check_file(path)
+    assert [e.line for e in examples] == [2]
+    assert [(f.line, f.field, f.code, f.row_lines) for f in findings] == [
+        (line_of('"role": "bot"'), "messages[1].role", "unknown_role", (second,)),
+        (line_of('"weight": 2'), "messages[1].weight", "bad_weight", (second,)),
+        # the turn has no content: the finding is on the turn itself
+        (line_of('"role": "user"', after=third) - 1, "messages[0].content", "missing_content",
+         (third,))]
+    with pytest.raises(DataError, match="3 error\\(s\\) on 2 line\\(s\\)"):
+        load_examples(path)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tunelab.data.findings import Finding
-from tunelab.data.readers import read_records
+from tunelab.data.readers import FieldLines, read_located, read_records
 from tunelab.errors import DataError
 
 
@@ -167,3 +167,53 @@ def test_directory_and_unknown_suffix_raise(tmp_path):
     with pytest.raises(DataError, match="'.txt' is not a data format") as info:
         records(tmp_path / "d.txt")
     assert ".jsonl" in info.value.hint
+
+
+@pytest.mark.parametrize("name, text, line, start", [
+    ("d.jsonl", '{"text": "a"}\n{"text": "b\n', 2, "Unterminated string starting at column 10"),
+    ("d.json", '[\n  {"text": "a"},\n  {"text": "b}]', 3, "Unterminated string starting at "
+     "column 12"),
+    ("d.json", '[\n  {"text": "a"},\n  {"text": "b}\n]', 3, "Invalid control character at "
+     "column 15"),
+    ("d.json", '{"text": "a",\n "b": }', 2, "Expecting value at column 7"),
+])
+def test_json_messages_do_not_say_at_twice(tmp_path, name, text, line, start):
+    p = tmp_path / name
+    p.write_text(text)
+    (finding,) = [r for _, r in records(p) if isinstance(r, Finding)]
+    assert finding.line == line
+    assert finding.message.startswith(start)
+    assert " at at " not in finding.message
+
+
+def test_field_lines_of_a_row_in_a_json_array(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text('[\n  {"a": 1},\n  {\n    "messages": [\n      {"role": "user",\n'
+                 '       "content": "hi"},\n      {\n        "role": "bot"\n      }\n    ],\n'
+                 '    "x.y": {"z": 3},\n    "d": 1,\n    "d": 2\n  }\n]\n')
+    (first, _, first_lines), (start, row, lines) = read_located(p)
+    assert (first, first_lines.line_of("a")) == (2, 2)
+    assert isinstance(lines, FieldLines) and (start, row["d"]) == (3, 2)
+    assert lines.line_of("messages") == 4
+    assert lines.line_of("messages[0].content") == 6
+    assert lines.line_of("messages[1]") == 7  # an element: its first line
+    assert lines.line_of("messages[1].role") == 8
+    assert lines.line_of("messages[1].content") == 7  # absent: the deepest part there is
+    assert lines.line_of("messages[5].role") == 4
+    assert lines.line_of("x.y.z") == 11  # a key holding a dot is still found
+    assert lines.line_of("d") == 13  # a repeated key: the one json keeps, the last
+    assert lines.line_of("absent") == 3
+    finding = Finding(str(p), 3, "messages[1].role", "unknown_role", "x")
+    placed = lines.place(finding)
+    assert (placed.line, placed.row_lines) == (8, (3,))
+    assert lines.place(Finding(str(p), 3, None, "c", "m")).line == 3
+
+
+def test_only_json_documents_have_field_lines(tmp_path):
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"a": 1}\n')
+    one = tmp_path / "one.json"
+    one.write_text('{\n  "a": 1,\n  "b": 2\n}\n')
+    assert [lines for _, _, lines in read_located(jsonl)] == [None]
+    ((line, _, lines),) = read_located(one)
+    assert (line, lines.line_of("b")) == (1, 3)

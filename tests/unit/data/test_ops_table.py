@@ -43,6 +43,16 @@ def test_read_table_lists_every_unreadable_row(tmp_path):
     assert f"{path}:2" in e.value.findings[0] and "row_not_object" in e.value.findings[1]
 
 
+def test_read_table_caps_the_unreadable_rows_per_code(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("[1]\n" * 500)
+    with pytest.raises(DataError) as e:
+        read_table(path)
+    assert "500 row(s) cannot be read" in e.value.message
+    assert len(e.value.findings) == 21
+    assert e.value.findings[-1] == "... and 480 more [row_not_object] error(s)"
+
+
 def test_texts_and_labels():
     row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant",
                                                              "content": "hello"}],

@@ -212,3 +212,31 @@ def test_a_row_on_the_line_of_an_error_is_rejected_not_also_accepted(tmp_path):
     assert [(f.line, f.code) for f in result.errors] == [(4, "invalid_json")]
     assert [e.line for e in result.examples] == [2, 3]
     assert (result.rows_read, result.accepted, result.rejected) == (3, 2, 1)
+
+
+def test_a_5000_row_csv_missing_a_column_is_one_finding_naming_it(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("instruction,answer\n" + "".join(f"question {i},answer {i}\n"
+                                                  for i in range(5000)))
+    result = check_data(p)
+    assert [(f.line, f.code) for f in result.findings] == [(0, "unknown_format")]
+    assert "lacks 'output' (or 'response')" in result.findings[0].message
+    assert "the columns of all 5,000 rows ('instruction', 'answer')" in result.findings[0].message
+    assert (result.rows_read, result.accepted, result.rejected) == (5000, 0, 5000)
+    assert result.counts() == {"unknown_format": 1}  # and no too_few_rows on top
+
+
+def test_json_array_findings_of_the_check_point_at_their_field(tmp_path):
+    rows = distinct_chats(12)
+    rows[3] = {"messages": [{"role": "assistant", "content": "Mail me at jane.roe@mailbox.org"}]}
+    p = tmp_path / "d.json"
+    text = json.dumps(rows, indent=2)
+    p.write_text(text)
+    lines = text.split("\n")
+    start = [n for n, line in enumerate(lines, start=1) if line == "  {"][3]
+    content = next(n for n, line in enumerate(lines, start=1) if "jane.roe@" in line)
+    result = check_data(p)
+    assert [(f.line, f.field, f.code) for f in result.findings] == [
+        (start + 1, "messages", "no_user"), (content, "messages[0].content", "pii_email")]
+    assert [f.row_lines for f in result.findings] == [(start,), (start,)]
+    assert (result.rows_read, result.accepted, result.rejected) == (12, 12, 0)

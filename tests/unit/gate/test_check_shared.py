@@ -92,6 +92,6 @@ def test_gpteacher_response_key_and_gsm8k_load_without_errors():
 def test_evaluation_sets_are_refused_with_their_keys_named(name):
     result = check_data(shared_file(name), near_duplicates=False)
     assert result.accepted == 0 and result.format is None
-    assert {f.code for f in result.findings} == {"unknown_format", "too_few_rows"}
-    first = next(f for f in result.findings if f.line == 1)
-    assert "no format fits the keys" in first.message
+    # Every row fits no format: one finding for the file (not one per row, nor too_few_rows).
+    assert [(f.line, f.code) for f in result.findings] == [(0, "unknown_format")]
+    assert f"no format fits the keys of all {result.rows_read:,} rows" in result.findings[0].message

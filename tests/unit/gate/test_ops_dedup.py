@@ -147,3 +147,10 @@ def test_near_duplicates_complete_on_the_whole_sst2_train_file():
     clusters = find_near_duplicates(texts, threshold=0.8)
     assert clusters and all(len(c) >= 2 for c in clusters)
     assert len({i for c in clusters for i in c}) == sum(len(c) for c in clusters)  # disjoint
+
+
+def test_duplicate_messages_use_the_right_article(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "Good film"}\n{"text": "good  film"}\n')
+    (finding,) = duplicates_in_file(path).findings()
+    assert finding.message.startswith("an exact duplicate of line 1")
