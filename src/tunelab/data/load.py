@@ -13,7 +13,6 @@ of tokenizers, templates or training; it only reads, converts and reports.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from pathlib import Path
@@ -30,8 +29,7 @@ from tunelab.data.formats import (
 )
 from tunelab.data.readers import read_located
 from tunelab.errors import DataError
-
-logger = logging.getLogger(__name__)
+from tunelab.tracking.reporter import SILENT, Reporter
 
 # Codes that, found on every row for the same field, are one problem of the file: a column
 # that is missing or misnamed. Other codes stay per row (their values differ per row).
@@ -147,15 +145,17 @@ def _once_for_the_file(findings: list[Finding], objects: list[int], keys: list[s
     return once + [f for f in findings if id(f) not in collapsed]
 
 
-def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
+def load_examples(path: str | Path, format: str = "auto",
+                  reporter: Reporter = SILENT) -> list[Example]:
     """Load every row of a file as an ``Example``, or fail with a report of every problem.
 
     Args:
         path: a ``.jsonl``, ``.json``, ``.csv``, ``.tsv`` or ``.parquet`` file.
         format: one of ``FORMATS``, or ``"auto"`` to detect it from the first row.
+        reporter: told each warning (at most ``SHOWN_PER_CODE`` of a code, then a count).
 
     Returns:
-        One example per row, in file order. Warnings are logged, not raised.
+        One example per row, in file order. Warnings go to ``reporter``, not raised.
 
     Raises:
         DataError: the file is missing or unreadable, ``format`` is unknown, or any row has
@@ -169,11 +169,12 @@ def load_examples(path: str | Path, format: str = "auto") -> list[Example]:
             f"{path}: {len(errors):,} error(s) on {lines:,} line(s); nothing was loaded",
             findings=capped_lines(errors),
             hint=f"fix the rows above, or run `tunelab data check {path}` for a full report")
-    _log_warnings(path, [f for f in findings if not f.is_error])
+    _report_warnings(path, [f for f in findings if not f.is_error], reporter)
     return examples
 
 
-def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int) -> list[Example]:
+def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int,
+                 reporter: Reporter = SILENT) -> list[Example]:
     """Load several files and repeat or subsample each by its weight.
 
     A weight of 1.0 keeps every row once, 2.0 twice, 0.5 a seeded random half (rounded
@@ -184,6 +185,7 @@ def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int) -> lis
     Args:
         sources: ``(path, format, weight)`` per file; ``format`` as in ``load_examples``.
         seed: the same seed gives the same rows.
+        reporter: told each file's warnings, and of a weight that keeps no row.
 
     Returns:
         The examples of every source.
@@ -205,7 +207,7 @@ def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int) -> lis
                           "rather than giving it weight 0")
             continue
         try:
-            loaded.append(load_examples(path, fmt))
+            loaded.append(load_examples(path, fmt, reporter))
         except DataError as e:
             report.extend(e.findings or [f"{e.message} ({e.hint})" if e.hint else e.message])
     if report:
@@ -217,8 +219,8 @@ def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int) -> lis
         rng = random.Random(f"tunelab.mixture:{seed}:{index}")
         mixed.extend(_weighted(examples, weight, rng))
         if len(examples) and weight < 1 and not math.floor((weight % 1) * len(examples) + 0.5):
-            logger.warning("%s: weight %s of %d rows rounds to no rows at all", path, weight,
-                           len(examples))
+            reporter.warning(f"{path}: weight {weight} of {len(examples)} rows rounds to no "
+                             "rows at all")
     return mixed
 
 
@@ -234,14 +236,14 @@ def _keys(row: dict) -> str:
     return ", ".join(map(repr, row)) or "none"
 
 
-def _log_warnings(path: str | Path, warnings: list[Finding]) -> None:
+def _report_warnings(path: str | Path, warnings: list[Finding], reporter: Reporter) -> None:
     shown, hidden = cap_per_code(warnings)
     for finding in shown:
-        logger.warning("%s", finding)
+        reporter.warning(str(finding))
     for (_, code), n in hidden.items():
-        logger.warning("%s: %d more [%s] warning(s)", path, n, code)
+        reporter.warning(f"{path}: {n} more [{code}] warning(s)")
     if hidden:
-        logger.warning("%s: run `tunelab data check %s` to see every warning", path, path)
+        reporter.warning(f"{path}: run `tunelab data check {path}` to see every warning")
 
 
 def holdout_split(rows: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:

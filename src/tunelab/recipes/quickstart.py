@@ -124,8 +124,8 @@ def run_quickstart(workdir: Path, model: str = DEFAULT_MODEL, reporter: Reporter
     reporter.info(f"1/4 data: {len(train)} training, {len(valid)} validation, {len(test)} held-out tickets "
         f"for {len(task.TEAMS)} teams in {workdir / 'data'}")
     # The data goes through the same reader and validator a user's file does.
-    test_examples = load_examples(workdir / "data" / "test.jsonl")
-    load_examples(workdir / "data" / "train.jsonl")
+    test_examples = load_examples(workdir / "data" / "test.jsonl", reporter=reporter)
+    load_examples(workdir / "data" / "train.jsonl", reporter=reporter)
 
     cfg_dict = quickstart_config(workdir, model, rec, runs_dir)
     cfg = config_from_dict(cfg_dict)  # output.dir is now absolute

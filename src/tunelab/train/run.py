@@ -159,9 +159,10 @@ def _tokenize(run: FinetuneRun, examples: list) -> tuple[list[TokenizedExample],
 def _load_examples(run: FinetuneRun) -> tuple[list, list]:
     """Read and validate every input file first: bad rows stop the run before any cost."""
     ds, seed = run.cfg.data, run.cfg.train.seed
-    train_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.train], seed)
+    train_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.train], seed, run.reporter)
     if ds.validation:
-        val_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.validation], seed)
+        val_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.validation], seed,
+                              run.reporter)
     else:
         train_ex, val_ex = holdout_split(train_ex, ds.validation_split, seed)
     return train_ex, val_ex
