@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from tunelab.cli.reporter import library_bars
 from tunelab.errors import ConfigError, TunelabError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        with library_bars(shown=not getattr(args, "no_progress", False)):
+            return args.func(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
