@@ -127,3 +127,25 @@ def test_runs_commands(tmp_path, tiny_model_dir, capsys, cmd):
     assert main([*cmd, "--dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "r1" in out
+
+
+def test_train_shows_each_phase_on_stderr_only(tmp_path, tiny_model_dir):
+    from train_runs import child_env
+    from train_runs import write_config as write_run_config
+
+    cfg = write_run_config(tmp_path, tiny_model_dir, max_steps=4, save_every=0, eval_every=2)
+    run = [sys.executable, "-m", "tunelab", "train", str(cfg)]
+    proc = subprocess.run(run, capture_output=True, text=True, env=child_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    phases = ["reading data", "read 40 rows: 36 for training, 4 for validation", "loading model",
+              "tokenize: 100%", "40/40", "validate (start): 100%", "train: 100%", "4/4",
+              "validate:", "ETA"]
+    assert [p for p in phases if p not in proc.stderr] == []
+    assert [p for p in ["reading", "loading", "tokenize", "validate", "train:", "ETA", "%|"]
+            if p in proc.stdout] == []
+    assert proc.stdout.startswith("run: ")
+    quiet = subprocess.run([*run, "--no-progress", "output.name=quiet"], capture_output=True,
+                           text=True, env=child_env(), timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "reading data" in quiet.stderr and "loading model" in quiet.stderr
+    assert "%|" not in quiet.stderr and "ETA" not in quiet.stderr  # no bars

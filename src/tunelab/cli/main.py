@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from tunelab import __version__
 from tunelab.cli import exits
 from tunelab.cli.args import non_negative_float, non_negative_int, positive_int, show_help
+from tunelab.cli.reporter import library_bars
 from tunelab.config.schema import DEFAULT_MODEL, DEFAULT_RUNS_DIR
 from tunelab.errors import StoreError, TunelabError
 from tunelab.models.catalog import KNOWN_MODELS
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             args = parse_args(build_parser(), argv)
         except SystemExit as e:  # argparse: usage errors (2), --help and --version (0)
             return exits.OK if e.code is None else e.code if isinstance(e.code, int) else exits.USAGE
-        return args.func(args)
+        with library_bars(shown=not getattr(args, "no_progress", False)):
+            return args.func(args)
     except TunelabError as e:
         print(f"error: {e}", file=sys.stderr)
         return exits.exit_code(e)

@@ -68,13 +68,15 @@ def total_steps(num_rows: int, settings: TrainSettings) -> int:
 
 @torch.inference_mode()
 def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int, pad_id: int,
-                  device: torch.device, world: World = SINGLE) -> dict[str, float]:
+                  device: torch.device, world: World = SINGLE, progress: Callable | None = None,
+                  desc: str = "validate") -> dict[str, float]:
     """Loss, perplexity and next-token accuracy over answer tokens of ``rows``.
 
     Batches are evaluated one at a time and only sums are kept: no logits accumulate.
     Inside ``fast_training`` with packing on, the rows of a batch are packed.
     With several processes each evaluates every ``world.size``-th row and the sums are
-    all-reduced, so every rank gets the same numbers.
+    all-reduced, so every rank gets the same numbers. ``progress`` (a ``Reporter.bar``)
+    gets a bar ``desc`` over this rank's batches.
     """
     was_training = model.training
     model.eval()
@@ -82,6 +84,8 @@ def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int,
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # less padding
     order = order[world.rank::world.size]
     packed = is_packed(model)
+    bar = progress(total=math.ceil(len(order) / batch_size), desc=desc, unit="batch") \
+        if progress else None
     for k in range(0, len(order), batch_size):
         idx = order[k:k + batch_size]
         mb = batch([rows[i] for i in idx], idx, pad_id, packed)
@@ -89,6 +93,10 @@ def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int,
         loss_sum += float(s)
         tokens += n
         correct += c
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     if world.distributed:
         loss_sum, tokens, correct = all_reduce_sum([loss_sum, tokens, correct], world)
@@ -206,7 +214,7 @@ class TrainLoop:
         if not self.val_rows:
             return False
         metrics = evaluate_loss(self.model, self.val_rows, self.settings.batch_size, self.pad_id,
-                                self.accelerator.device, self.world)
+                                self.accelerator.device, self.world, self.progress)
         metrics["step"] = step
         result.validations.append(metrics)
         self.sink.log("validation", step, metrics)
@@ -252,15 +260,17 @@ class TrainLoop:
         if resume is not None:
             result = TrainResult(**resume["result"])
         self.model.train()
-        bar = self.progress(total=total, initial=result.steps, desc="train", unit="step") \
-            if self.progress else None
         if resume is None and s.eval_at_start and self.val_rows:
             # The baseline: logged, but not a candidate for keep-best or patience.
             with self.fast_path.suspended():
                 start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
-                                      self.accelerator.device, self.world)
+                                      self.accelerator.device, self.world, self.progress,
+                                      desc="validate (start)")
                 result.initial_val_loss = start["loss"]
                 self.sink.log("validation", 0, {**start, "step": 0})
+        # Opened after the start validation, so its clock times training steps only.
+        bar = self.progress(total=total, initial=result.steps, desc="train", unit="step") \
+            if self.progress else None
         t0 = time.perf_counter() - result.train_seconds
         step = result.steps
         window: list[float] = list(resume["window"]) if resume else []

@@ -31,7 +31,7 @@ from tunelab.models import adapters
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
 from tunelab.tracking.loggers import RunLogger
-from tunelab.tracking.reporter import SILENT, Reporter
+from tunelab.tracking.reporter import SILENT, Progress, Reporter
 from tunelab.tracking.run_dir import (
     create_run_dir,
     fingerprint_inputs,
@@ -129,6 +129,8 @@ def _setup_model(run: FinetuneRun, start: StartingPoint | None = None) -> None:
     if ts.num_threads:
         torch.set_num_threads(ts.num_threads)
     torch.manual_seed(ts.seed)
+    if start is None and run.world.is_main:
+        run.reporter.info(f"loading model {ms.name}")
     base = start or load_base(run.cfg)
     run.model_path, run.tokenizer, run.model = base.model_path, base.tokenizer, base.model
     run.new_token_ids = list(base.new_token_ids)
@@ -148,29 +150,42 @@ def _setup_model(run: FinetuneRun, start: StartingPoint | None = None) -> None:
             f"{n.trainable:,} of {n.total:,} parameters train ({n.percent:.2f}%)")
 
 
-def _tokenize(run: FinetuneRun, examples: list) -> tuple[list[TokenizedExample], LengthReport]:
+def _tokenize(run: FinetuneRun, examples: list,
+              bar: Progress) -> tuple[list[TokenizedExample], LengthReport]:
     ds = run.cfg.data
     template = resolve_chat_template(run.tokenizer, ds.chat_template) if any(
         e.text is None for e in examples) else None
-    rows = [tokenize_example(run.tokenizer, e, template) for e in examples]
+    rows = []
+    for e in examples:
+        rows.append(tokenize_example(run.tokenizer, e, template))
+        bar.update(1)
     return apply_length_policy(rows, ds.max_length, ds.overlength)
 
 
 def _load_examples(run: FinetuneRun) -> tuple[list, list]:
     """Read and validate every input file first: bad rows stop the run before any cost."""
     ds, seed = run.cfg.data, run.cfg.train.seed
+    files = len(ds.train) + len(ds.validation)
+    if run.world.is_main:
+        run.reporter.info(f"reading data: {files} file{'s' * (files != 1)}")
     train_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.train], seed, run.reporter)
     if ds.validation:
         val_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.validation], seed,
                               run.reporter)
     else:
         train_ex, val_ex = holdout_split(train_ex, ds.validation_split, seed)
+    if run.world.is_main:
+        run.reporter.info(f"read {len(train_ex) + len(val_ex)} rows: {len(train_ex)} for training, "
+                          f"{len(val_ex)} for validation")
     return train_ex, val_ex
 
 
 def _setup_data(run: FinetuneRun, train_ex: list, val_ex: list) -> None:
-    run.train_rows, train_rep = _tokenize(run, train_ex)
-    run.val_rows, val_rep = _tokenize(run, val_ex) if val_ex else ([], None)
+    bar = run.reporter.bar(total=len(train_ex) + len(val_ex), desc="tokenize", unit="row") \
+        if run.world.is_main else Progress()
+    with bar:
+        run.train_rows, train_rep = _tokenize(run, train_ex, bar)
+        run.val_rows, val_rep = _tokenize(run, val_ex, bar) if val_ex else ([], None)
     run.length_report = {"train": train_rep.as_dict(), "validation": val_rep.as_dict() if val_rep else None}
     for split, rep in (("train", train_rep), ("validation", val_rep)):
         if rep is not None and (rep.dropped or rep.truncated or rep.no_loss_tokens):

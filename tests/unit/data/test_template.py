@@ -66,3 +66,17 @@ def test_template_without_end_token_gets_eos(tiny_tokenizer):
              "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
     ex = tokenize_example(tiny_tokenizer, _chat("hi", "yo"), plain)
     assert [t for t in ex.labels if t != IGNORE_INDEX][-1] == tiny_tokenizer.eos_token_id
+
+
+def test_end_of_turn_ids_are_those_in_the_vocabulary(tiny_tokenizer):
+    import copy
+
+    from tunelab.data.template import _END_OF_TURN_TOKENS, end_of_turn_ids
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.unk_token = "<|pad|>"  # a missing "</s>" looks up as this id: it must not count
+    vocab = tok.get_vocab()
+    present = {vocab[t] for t in _END_OF_TURN_TOKENS if t in vocab}
+    assert "</s>" not in vocab and tok.convert_tokens_to_ids("</s>") == vocab["<|pad|>"]
+    assert end_of_turn_ids(tok) == present | {tok.eos_token_id}
+    assert vocab["<|pad|>"] not in end_of_turn_ids(tok)
