@@ -306,7 +306,8 @@ def _fast_rotary(original: Any) -> Any:
         cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
         return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
 
-    apply_rotary_pos_emb.tunelab_original = original
+    # A marker that this is our wrapper; mypy does not model attributes set on a function.
+    apply_rotary_pos_emb.tunelab_original = original  # type: ignore[attr-defined]
     return apply_rotary_pos_emb
 
 
@@ -326,7 +327,7 @@ def _rotary_swapped(model_type: str | None) -> Iterator[bool]:
     """Swap in ``_fast_rotary`` for ``model_type``'s modeling module while inside."""
     import sys
 
-    module = sys.modules.get(_ROTARY_MODULES.get(model_type or "", ""))
+    module: Any = sys.modules.get(_ROTARY_MODULES.get(model_type or "", ""))  # Any: patched below
     original = getattr(module, "apply_rotary_pos_emb", None)
     if original is None or hasattr(original, "tunelab_original"):
         yield False
@@ -424,6 +425,7 @@ def fast_training(model: Any, packing: bool = True, fused_lora: bool = True) -> 
     try:
         with _rotary_swapped(getattr(cfg, "model_type", None)) as rotary:
             if use_packing:
+                assert cfg is not None  # supports_packing requires a config
                 cfg._attn_implementation = PACKED_ATTENTION
             for m in patched:
                 m.forward = types.MethodType(_fused_forward, m)
@@ -436,6 +438,7 @@ def fast_training(model: Any, packing: bool = True, fused_lora: bool = True) -> 
         for m in patched + mlps + norms:
             m.__dict__.pop("forward", None)
         if use_packing:
+            assert cfg is not None  # supports_packing requires a config
             cfg._attn_implementation = old_impl
 
 
