@@ -35,6 +35,7 @@ test: install-dev
 check: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q tests/unit/test_layering.py
+	$(BIN)/mypy  # settings and files in pyproject.toml [tool.mypy]
 
 bench: install-dev
 	$(BIN)/python -m pip install -q -e ".[bench]"

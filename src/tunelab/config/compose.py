@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from tunelab.config.problems import key_suggestion, unknown_key_message
 from tunelab.config.schema import (
@@ -37,7 +38,7 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(annotation) is list or any(get_origin(a) is list for a in get_args(annotation))
 
 
-def _msg(err: dict) -> str:
+def _msg(err: ErrorDetails) -> str:
     return err["msg"].removeprefix("Value error, ")
 
 
@@ -90,7 +91,8 @@ def _search_problems(search: dict, data: dict) -> list[str]:
         except ValidationError:
             continue  # reported by the schema already
         section, field = path.split(".")
-        tried = p.choices if p.type == "categorical" else [p.low, p.high, *(p.values or [])]
+        # SearchParam checked the shape: choices for categorical, low and high otherwise.
+        tried: list[Any] = (p.choices or []) if p.type == "categorical" else [p.low, p.high, *(p.values or [])]
         if p.type == "int":
             tried = [int(v) for v in tried]
         seen: set[str] = set()
@@ -120,7 +122,7 @@ def _phase_problems(i: int, phase: dict, data: dict) -> list[str]:
         override = phase.get(section)
         if not isinstance(override, dict) or not override:
             continue
-        raw = data.get(section) if isinstance(data.get(section), dict) else {}
+        raw = data[section] if isinstance(data.get(section), dict) else {}
         if section == "data" and not raw and "train" not in override:
             continue  # the base data section is missing: reported already
         cls = SECTIONS[section]

@@ -264,7 +264,7 @@ def _rename(names: tuple[str, ...], keys: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def to_example(obj: dict, fmt: str, source: str,
+def to_example(obj: object, fmt: str, source: str,
                line: int) -> tuple[Example | None, list[Finding]]:
     """Turn one row into an ``Example`` in the given format, collecting every problem.
 
@@ -451,7 +451,7 @@ def _list_field(value: object, field: str, code: str, row: _Row) -> list | None:
 
 
 def _chat_role(raw: object) -> str | None:
-    return raw if raw in ROLES else None
+    return raw if isinstance(raw, str) and raw in ROLES else None
 
 
 def _sharegpt_role(raw: object) -> str | None:
@@ -466,7 +466,7 @@ def _turns(turns: list | None, field: str, keys: tuple[str, str],
     role_key, content_key = keys
     allowed = (role_key, content_key, "weight")
     messages: list[Message] = []
-    roles: list[str] = []  # of every turn, even one whose content is bad
+    roles: list[str | None] = []  # of every turn, even one whose content is bad
     roles_ok = True
     for i, turn in enumerate(turns):
         where = f"{field}[{i}]"

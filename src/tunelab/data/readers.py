@@ -322,13 +322,20 @@ def _looks_like_jsonl(text: str) -> bool:
         if end == len(text):
             return False
         start = end + 1
-    if _JSON_WS.match(text, end).end() == len(text):
+    if _skip_ws(text, end) == len(text):
         return False  # a single line: one document, whatever it holds
     try:
         json.loads(text[start:end])
     except (ValueError, RecursionError):
         return False
     return True
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    """The first position at or after ``pos`` that is not JSON whitespace (may be the end)."""
+    match = _JSON_WS.match(text, pos)
+    assert match is not None  # the pattern accepts the empty string, so it always matches
+    return match.end()
 
 
 class _LineCounter:
@@ -347,7 +354,7 @@ class _LineCounter:
 
 def _document_rows(text: str, source: str) -> Iterator[Record | Located]:
     """A JSON document: each element of a top-level array, or the one value it holds."""
-    pos = _JSON_WS.match(text, 0).end()
+    pos = _skip_ws(text, 0)
     if pos == len(text):
         return
     lines = _LineCounter(text)
@@ -366,7 +373,7 @@ def _document_rows(text: str, source: str) -> Iterator[Record | Located]:
             yield start, _json_finding(source, start, _describe(e))
             return
         yield start, value, FieldLines(text, lines_from, start)
-    pos = _JSON_WS.match(text, pos).end()
+    pos = _skip_ws(text, pos)
     if pos < len(text):
         line = lines.at(pos)
         yield line, _json_finding(source, line, "extra data after the end of the JSON value; "
@@ -379,7 +386,7 @@ def _array_rows(text: str, pos: int, source: str, lines: _LineCounter):
     Returns ``None`` when the array is malformed (the finding has been yielded, and rows
     after the fault cannot be located reliably, so reading stops there).
     """
-    pos = _JSON_WS.match(text, pos + 1).end()
+    pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "]":
         return pos + 1
     while True:
@@ -396,11 +403,11 @@ def _array_rows(text: str, pos: int, source: str, lines: _LineCounter):
         line = lines.at(start)
         yield line, value, FieldLines(text, start, line)
         end = pos
-        pos = _JSON_WS.match(text, end).end()
+        pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == "]":
             return pos + 1
         if pos < len(text) and text[pos] == ",":
-            pos = _JSON_WS.match(text, pos + 1).end()
+            pos = _skip_ws(text, pos + 1)
             if pos < len(text) and text[pos] != "]":
                 continue
             if pos == len(text):

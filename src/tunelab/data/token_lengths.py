@@ -122,6 +122,7 @@ class _Counter:
             self.skeletons[roles] = self._skeleton(roles)
         skeleton = self.skeletons[roles]
         contents = [m.content for m in messages]
+        assert self.split is not None  # count() builds pieces only while splitting is on
         if skeleton is None or self.unsafe("".join(contents)):
             return self.split(self.render(messages))
         pieces = []
@@ -141,10 +142,12 @@ class _Counter:
             text = self.render(slots)
             for awkward in _AWKWARD:
                 filled = [Message(r, awkward) for r in roles]
-                if self.render(filled) != _SLOT.sub(lambda _, a=awkward: a, text):
+                # mypy cannot type a lambda with a default; the default binds this loop's value
+                if self.render(filled) != _SLOT.sub(lambda _, a=awkward: a, text):  # type: ignore[misc]
                     return None
         except Exception:  # a template that raises on odd contents: render row by row
             return None
+        assert self.split is not None  # skeletons are built only while splitting is on
         count, pieces = self.split(text)
         self.specials[roles] = count
         parts: list[str | tuple[str | int, ...]] = []

@@ -170,7 +170,7 @@ def run_bbq(model: ModelCallables, rows: Sequence[dict], ids: Sequence[str],
                        for opts in options]
         scores = model.score_choices(chats, letter_opts)
         chosen: list[int | None] = [int(np.argmax(s)) for s in scores]
-        answers = [LETTERS[c] for c in chosen]
+        answers = [LETTERS[int(np.argmax(s))] for s in scores]
     else:
         answers = list(model.predict(chats))
         chosen = [parse_choice(a, o) for a, o in zip(answers, options, strict=True)]

@@ -54,6 +54,7 @@ def eval_hook(tasks: Sequence[TrainEvalTask], model: Callable[[], Any], tokenize
         for task, data in prepared:
             if step % task.every and step != total_steps:
                 continue
+            assert task.max_new_tokens is not None  # EvalSettings fills in the task's default
             callables = build_callables(model(), tokenizer, chat_template, task_name(task),
                                         task.max_new_tokens, task.batch_size)
             result = task_runner(task, data, callables)(data.rows)

@@ -168,7 +168,7 @@ def group_fairness(truth: Sequence[str], predicted: Sequence[str | None],
     )
 
     sf = np.array([str(g) for g in groups])
-    per_label = {}
+    per_label: dict[str, dict] = {}
     for label in labels:
         yt = np.array([t == label for t in truth], dtype=int)
         yp = np.array([p == label for p in predicted], dtype=int)

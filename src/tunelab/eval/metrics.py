@@ -78,7 +78,7 @@ NORMALIZERS: dict[str, Callable[[str], str | None]] = {
     "exact": normalize_answer,  # casefold, no punctuation, one space
     "gsm8k": gsm8k_answer,
     "last_number": last_number,
-    "number": lambda t: (find_numbers(t) or [None])[0],  # the first number
+    "number": lambda t: next(iter(find_numbers(t)), None),  # the first number
 }
 
 

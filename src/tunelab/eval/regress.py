@@ -30,7 +30,8 @@ def true_values(rows: Sequence[EvalRow]) -> list[float]:
         v = first_number(r.reference or "")
         if v is None:
             bad.append(f"{r.id}: reference {r.reference!r} is not a number")
-        values.append(v)
+        else:
+            values.append(v)
     if bad:
         raise DataError(f"{len(bad)} row(s) have no numeric reference", findings=bad,
                         hint="point --label-field at the numeric column")

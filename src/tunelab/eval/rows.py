@@ -78,7 +78,7 @@ def load_rows(path: str | Path, text_field: str | None = None, label_field: str 
     if text_field is not None:
         table = read_table(path)
         require_columns(table, [text_field], "--text-field")
-        rows = []
+        rows: list[EvalRow] = []
         for row, line in zip(table.rows, table.lines, strict=True):
             if limit is not None and len(rows) >= limit:
                 break

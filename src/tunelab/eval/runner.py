@@ -46,13 +46,13 @@ def load_eval_data(path: str, s: EvalSettings, reporter: Reporter = SILENT) -> E
     """
     if s.task == "bbq":
         table = read_table(path)
-        rows = table.rows[: s.limit] if s.limit else table.rows
-        bbq_task.check_bbq_rows(rows, table.source)
-        ids = [f"{table.source}:{line}" for line in table.lines[: len(rows)]]
+        bbq_rows = table.rows[: s.limit] if s.limit else table.rows
+        bbq_task.check_bbq_rows(bbq_rows, table.source)
+        ids = [f"{table.source}:{line}" for line in table.lines[: len(bbq_rows)]]
         # EvalRows carry the metadata for slices (category, context_condition, ...).
         eval_rows = [EvalRow(id=i, prompt=c, reference=str(r["label"]), meta=dict(r))
-                     for i, r, c in zip(ids, rows, bbq_task.bbq_prompts(rows), strict=True)]
-        return EvalData(eval_rows, rows)
+                     for i, r, c in zip(ids, bbq_rows, bbq_task.bbq_prompts(bbq_rows), strict=True)]
+        return EvalData(eval_rows, bbq_rows)
     rows = load_rows(path, s.text_field, s.label_field, s.limit)
     if s.task != "perplexity":
         require_references(rows, s.label_field, s.task)
@@ -70,7 +70,9 @@ def load_eval_data(path: str, s: EvalSettings, reporter: Reporter = SILENT) -> E
 def task_runner(s: EvalSettings, data: EvalData, model: ModelCallables) -> Callable[[list[EvalRow]], TaskResult]:
     """The task as a function of rows (the counterfactual probe re-runs it on variants)."""
     if s.task == "classify":
-        return lambda rows: run_classify(model, rows, data.label_set, s.method, s.system_prompt)
+        label_set = data.label_set
+        assert label_set is not None  # load_eval_data builds it for classify
+        return lambda rows: run_classify(model, rows, label_set, s.method, s.system_prompt)
     if s.task == "regress":
         return lambda rows: run_regress(model, rows, s.system_prompt)
     if s.task == "generate":
@@ -78,4 +80,6 @@ def task_runner(s: EvalSettings, data: EvalData, model: ModelCallables) -> Calla
     if s.task == "perplexity":
         return lambda rows: run_perplexity(model, rows)
     ids = [r.id for r in data.rows]
-    return lambda rows: bbq_task.run_bbq(model, data.bbq_rows, ids, s.method)
+    bbq_rows = data.bbq_rows
+    assert bbq_rows is not None  # load_eval_data keeps them for bbq
+    return lambda rows: bbq_task.run_bbq(model, bbq_rows, ids, s.method)

@@ -65,7 +65,7 @@ def slice_metrics(result: TaskResult, values: Sequence[str]) -> dict:
     groups: dict[str, list[int]] = {}
     for i, v in enumerate(values):
         groups.setdefault(v, []).append(i)
-    table = {}
+    table: dict[str, dict] = {}  # "n" (int) and each stat (float, or None where undefined)
     for value in sorted(groups):
         idx = np.array(groups[value])
         table[value] = {"n": int(idx.size), **{k: fn(idx) for k, fn in result.stats.items()}}

@@ -76,7 +76,7 @@ class TaskResult:
         return self.stats[name](np.arange(len(self.rows)) if idx is None else idx)
 
 
-def mean_stat(values: Sequence[float | None]) -> Stat:
+def mean_stat(values: Sequence[float | None] | np.ndarray) -> Stat:
     """The mean over the chosen rows of per-row values; None values are left out."""
     arr = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
 

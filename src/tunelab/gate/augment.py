@@ -128,7 +128,7 @@ def augment_rows(rows: list[dict], lines: list[int], field: str, methods: Sequen
     for i, row in enumerate(rows):
         out.append(row)
         out.extend(made.get(i, []))
-    summary = {m: dict(s) for m, s in stats.items()}
+    summary: dict[str, dict[str, int] | int] = {m: dict(s) for m, s in stats.items()}
     summary["already_augmented"] = len(rows) - len(sources)
     return out, summary
 
@@ -138,6 +138,7 @@ def _new_texts(method: str, texts: list[str], copies: int, p: float, seed: int,
     """``copies`` new texts per text, grouped by text."""
     inputs = [t for t in texts for _ in range(copies)]
     if method == "paraphrase":
+        assert paraphrase is not None  # augment_rows refuses this method without one
         got = list(paraphrase(inputs)) if inputs else []
         if len(got) != len(inputs):
             raise DataError(f"the paraphraser returned {len(got)} texts for {len(inputs)}",

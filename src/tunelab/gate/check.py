@@ -277,13 +277,13 @@ def _duplicate_findings(examples: list[Example], fmt: str | None, near: bool,
                 WARNING))
     if near:
         for cluster in find_near_duplicates(texts, threshold):
-            first = cluster[0]
+            head = cluster[0]  # a row index (``first`` above is an example)
             for i in cluster[1:]:
-                if same_as.get(i, i) == same_as.get(first, first):
+                if same_as.get(i, i) == same_as.get(head, head):
                     continue  # already an exact duplicate of the cluster's first row
                 out.append(Finding(
                     examples[i].source, examples[i].line, None, "near_duplicate",
-                    f"nearly the same text as line {examples[first].line} (character 5-gram "
+                    f"nearly the same text as line {examples[head].line} (character 5-gram "
                     f"Jaccard >= {threshold}, {len(cluster)} rows alike); keep one of them "
                     "(`tunelab data clean FILE --near -o OUT` drops the others)", WARNING))
     if fmt == "classification":

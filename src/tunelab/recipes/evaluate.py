@@ -66,6 +66,7 @@ def _fairness(s: EvalSettings, data: EvalData, result: TaskResult,
         groups = [str(r.meta.get(s.group_field)) for r in data.rows]
         if all(r.meta.get(s.group_field) is None for r in data.rows):
             raise ConfigError([f"group_field: no row has the field {s.group_field!r}"])
+        assert data.label_set is not None  # group_field is for classify (_check_settings)
         out["group_fairness"] = group_fairness(
             [rec["reference"] for rec in result.rows], [rec["predicted"] for rec in result.rows],
             groups, list(data.label_set.labels))
@@ -102,8 +103,10 @@ def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings
     """
     s = settings
     _check_settings(s, len(models), report_dir)
+    max_new_tokens = s.max_new_tokens
+    assert max_new_tokens is not None  # EvalSettings fills in the task's default
     data = load_eval_data(data_path, s, reporter)
-    load = loader or (lambda ref: load_callables(ref, runs_dir, s.max_new_tokens, s.batch_size,
+    load = loader or (lambda ref: load_callables(ref, runs_dir, max_new_tokens, s.batch_size,
                                                  reporter))
     results: list[TaskResult] = []
     fairness: dict[str, dict] = {}

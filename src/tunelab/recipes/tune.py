@@ -19,7 +19,7 @@ from typing import Any
 
 from tunelab.config.compose import apply_values, phase_config
 from tunelab.config.loader import dump_config
-from tunelab.config.schema import RunConfig
+from tunelab.config.schema import RunConfig, SearchSettings
 from tunelab.errors import ConfigError, TrainingError, TunelabError
 from tunelab.eval.during_training import eval_hook
 from tunelab.tracking.loggers import read_metrics
@@ -42,30 +42,40 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _check(cfg: RunConfig, reporter: Reporter) -> None:
-    """Refuse a search that cannot produce a value; warn when pruning cannot act."""
+def _search(cfg: RunConfig) -> SearchSettings:
+    """``cfg.search``, which every step of a search reads.
+
+    Raises:
+        ConfigError: the config has no search block.
+    """
     if cfg.search is None:
         raise ConfigError(["search: required by `tunelab tune`: a search: block with params "
                            "(e.g. train.learning_rate: {type: float, low: 1e-5, high: 1e-3, log: true})"])
+    return cfg.search
+
+
+def _check(cfg: RunConfig, reporter: Reporter) -> None:
+    """Refuse a search that cannot produce a value; warn when pruning cannot act."""
+    s = _search(cfg)
     last = phase_config(cfg, len(cfg.phases) - 1) if cfg.phases else cfg
     if not last.data.validation and last.data.validation_split == 0:
         raise ConfigError(["data: a search needs validation data to judge trials "
                            "(data.validation files, or data.validation_split > 0)"])
-    if cfg.search.pruner != "none" and last.train.eval_every == 0 \
-            and "train.eval_every" not in cfg.search.params:
-        reporter.warning(f"search.pruner is {cfg.search.pruner} but train.eval_every is 0: "
+    if s.pruner != "none" and last.train.eval_every == 0 \
+            and "train.eval_every" not in s.params:
+        reporter.warning(f"search.pruner is {s.pruner} but train.eval_every is 0: "
                          "trials validate only at the end, so none is stopped early")
 
 
 def study_folder(cfg: RunConfig, default_name: str) -> tuple[Path, str, str]:
     """(the study folder, the study name, the storage URL)."""
-    name = cfg.search.study or default_name
+    name = _search(cfg).study or default_name
     folder = Path(cfg.output.dir) / name
-    return folder, name, cfg.search.storage or f"sqlite:///{folder.resolve() / 'study.db'}"
+    return folder, name, _search(cfg).storage or f"sqlite:///{folder.resolve() / 'study.db'}"
 
 
 def _space_record(cfg: RunConfig) -> dict:
-    s = cfg.search
+    s = _search(cfg)
     return {"params": {k: v.model_dump(mode="json") for k, v in s.params.items()},
             "metric": s.metric, "direction": s.direction}
 
@@ -77,7 +87,7 @@ def _open_study(cfg: RunConfig, folder: Path, name: str, url: str, create: bool)
     from tunelab.train.study import open_storage, study_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tunelab prints its own lines
-    s = cfg.search
+    s = _search(cfg)
     with study_lock(folder):  # table creation and enqueueing race between processes
         storage = open_storage(url, s.heartbeat_seconds)
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
@@ -121,7 +131,7 @@ def _run_trial(cfg: RunConfig, study: Any, trial: Any, folder: Path, taken_befor
     from tunelab.train.search import suggest
     from tunelab.train.study import Heartbeat, retry_trial
 
-    s = cfg.search
+    s = _search(cfg)
     values = suggest(trial, s.params)
     tcfg = apply_values(cfg, values)
     tcfg.output.dir, tcfg.output.name = str(folder / TRIALS), f"trial-{trial.number:04d}"
@@ -161,7 +171,7 @@ def total_trials(cfg: RunConfig) -> int:
     """``search.trials``, capped at the grid's size for a grid search."""
     from tunelab.train.search import grid_size
 
-    s = cfg.search
+    s = _search(cfg)
     return min(s.trials, grid_size(s)) if s.sampler == "grid" else s.trials
 
 
@@ -224,7 +234,7 @@ def _finish(cfg: RunConfig, study: Any, folder: Path, name: str, total: int) -> 
     from tunelab.train.search import format_table, results_rows, write_csv, write_plots
     from tunelab.train.study import fail_dead_trials, study_lock
 
-    s = cfg.search
+    s = _search(cfg)
     with study_lock(folder):
         fail_dead_trials(study)
     params = list(s.params)
@@ -273,8 +283,8 @@ def run_tune(cfg: RunConfig, default_name: str, workers: int = 1,
     if dead:
         reporter.info(f"trial(s) {', '.join(map(str, dead))} of a stopped search: failed; their parameters run again")
     total = total_trials(cfg)
-    if total < cfg.search.trials:
-        reporter.info(f"the grid has {total} points: running {total} trials, not {cfg.search.trials}")
+    if total < _search(cfg).trials:
+        reporter.info(f"the grid has {total} points: running {total} trials, not {_search(cfg).trials}")
     done = taken(study.get_trials(deepcopy=False))
     reporter.info(f"study {name} ({folder}): {done} of {total} trials taken"
         + ("; continuing" if done else "") + f"; {workers} worker(s)")

@@ -40,6 +40,7 @@ class MicroBatch:
             return t if device is None else t.to(device)
         if not self.packed:
             return {"input_ids": to(self.input_ids), "attention_mask": to(self.attention_mask)}
+        assert self.cu_seqlens is not None and self.position_ids is not None  # packed sets both
         longest = int((self.cu_seqlens[1:] - self.cu_seqlens[:-1]).max())
         cu = to(self.cu_seqlens)
         return {"input_ids": to(self.input_ids), "position_ids": to(self.position_ids),

@@ -154,7 +154,7 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def remove_strays(root: Path) -> list[str]:
     """Delete temporary and incomplete checkpoint folders left by a crash."""
-    removed = []
+    removed: list[str] = []
     if not root.is_dir():
         return removed
     for p in root.iterdir():

@@ -397,7 +397,8 @@ def _fast_rotary(original: Any) -> Any:
         cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
         return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
 
-    apply_rotary_pos_emb.tunelab_original = original
+    # A marker that this is our wrapper; mypy does not model attributes set on a function.
+    apply_rotary_pos_emb.tunelab_original = original  # type: ignore[attr-defined]
     return apply_rotary_pos_emb
 
 

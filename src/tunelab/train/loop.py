@@ -30,7 +30,7 @@ from tunelab.train.distributed import (
     gather_objects,
     interleave,
 )
-from tunelab.train.fastpath import fast_training, is_packed
+from tunelab.train.fastpath import FastPath, fast_training, is_packed
 from tunelab.train.loss import batch_loss_sum
 
 
@@ -80,7 +80,7 @@ def evaluate_loss(model: Any, rows: Sequence[TokenizedExample], batch_size: int,
     """
     was_training = model.training
     model.eval()
-    loss_sum, tokens, correct = 0.0, 0, 0
+    loss_sum, tokens, correct = 0.0, 0.0, 0.0  # float: all_reduce_sum gives float64 sums
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # less padding
     order = order[world.rank::world.size]
     packed = is_packed(model)
@@ -154,7 +154,7 @@ class TrainLoop:
         self.on_validation = on_validation
         self.world = world
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.fast_path = None  # set by run()
+        self.fast_path: FastPath | None = None  # set by run()
 
     def _optimizer_step(self, micro_batches: list, step: int) -> dict[str, float]:
         """Forward/backward every micro-batch of a step, then one optimizer update."""
@@ -162,7 +162,7 @@ class TrainLoop:
         step_tokens = sum(mb.num_loss_tokens for mb in micro_batches)
         if self.world.distributed:  # the global count: each rank's share of the step mean
             step_tokens = int(all_reduce_sum([step_tokens], self.world)[0])
-        loss_total, correct = 0.0, 0
+        loss_total, correct = 0.0, 0.0  # float: all_reduce_sum gives float64 sums
         for mb in micro_batches:
             s, n, c = batch_loss_sum(self.model, mb, dev)
             if n == 0:
@@ -171,7 +171,7 @@ class TrainLoop:
             self.accelerator.backward(part)
             loss_total += float(part.detach())
             correct += c
-        tokens = sum(mb.num_tokens for mb in micro_batches)
+        tokens: float = sum(mb.num_tokens for mb in micro_batches)
         rows = [i for mb in micro_batches for i in mb.row_ids]
         if self.world.distributed:
             loss_total, correct, tokens = all_reduce_sum([loss_total, correct, tokens], self.world)
@@ -275,6 +275,7 @@ class TrainLoop:
         step = result.steps
         window: list[float] = list(resume["window"]) if resume else []
         stop = result.stopped_early
+        assert self.fast_path is not None  # run() sets it before calling _run
         while step < total and not stop and not result.interrupted:
             epoch, in_epoch = divmod(step, spe)
             for micro in iter_steps(self.train_rows, s.batch_size, s.gradient_accumulation_steps,

@@ -121,8 +121,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 probs[rows[:n], t] -= 1.0  # d(loss)/d(logits)
                 p = probs.to(hidden.dtype)
                 if need_h:
+                    assert grad_h is not None  # allocated above whenever need_h
                     torch.mm(p, weight, out=grad_h[s:s + n])
                 if need_w:
+                    assert grad_w is not None  # allocated above whenever need_w
                     grad_w.addmm_(p.t(), h)
         ctx.save_for_backward(*(g for g in (grad_h, grad_w) if g is not None))
         ctx.has = (need_h, need_w)

@@ -110,7 +110,7 @@ def launch_target(cfg: RunConfig, resume: str | None) -> tuple[str | None, str |
     if resume == "auto":
         found = _find_run(cfg, "auto") if cfg.phases else find_resume_point(cfg, "auto")
         if found is not None:
-            run_dir = found if cfg.phases else found[0]
+            run_dir = found if isinstance(found, Path) else found[0]  # phased: the folder
             return run_dir.name, str(run_dir)
     return new_run_name(cfg.model.name), None
 
@@ -274,6 +274,7 @@ def run_phased(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None =
         hook = None if on_validation is None else \
             (lambda step, m, base=offset: on_validation(base + step, m))
         run = train_run(c, reporter, resume_i, force_resume, hook, start, task_hook)
+        assert run.result is not None  # train_run sets it on every return
         if run.result.interrupted:
             return top
         offset += run.result.steps
@@ -290,6 +291,7 @@ def run_phased(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None =
     done = cfgs[:len(records)]
     adapter_on_base = all(c.train.method == "lora" for c in done) and \
         all(_continues(done[j - 1], done[j]) for j in range(1, len(done)))
+    assert current is not None  # a phase was trained or rebuilt (cfg.phases is not empty)
     kind = _save_final(top, current, adapter_on_base)
     write_json_atomic(top / SUMMARY, _summary(records, kind, started, len(cfgs) - len(records)))
     reporter.info(f"done: {len(records)} phase(s) in {time.time() - started:.0f}s: {top}")

@@ -31,8 +31,8 @@ class NullSink:
         return None
 
 
-def open_on_rank0(world: World, open_run: Callable[[], tuple[Path | None, Path | None]]
-                  ) -> tuple[Path | None, Path | None]:
+def open_on_rank0(world: World, open_run: Callable[[], tuple[Path | None, Path]]
+                  ) -> tuple[Path, Path | None]:
     """Run ``open_run`` (returns the checkpoint and run folder) on rank 0; tell the others.
 
     Returns:

@@ -64,7 +64,7 @@ class FinetuneRun:
     """Everything a run set up, kept for the steps after training."""
 
     cfg: RunConfig
-    run_dir: Path | None = None
+    run_dir: Path = field(init=False)  # set when the run folder is opened (_open_run)
     model_path: Path | None = None
     tokenizer: Any = None
     model: Any = None
@@ -209,7 +209,8 @@ def _setup_optimizer(run: FinetuneRun, steps: int) -> tuple[Any, Any]:
     import torch
 
     ts = run.cfg.train
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for name, p in run.model.named_parameters():
         if p.requires_grad:
             # Biases and norms are not decayed: decay there only shrinks scale parameters.
@@ -343,7 +344,7 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
     train_ex, val_ex = _load_examples(run)
     _setup_model(run, start)
     _setup_data(run, train_ex, val_ex)
-    def open_here() -> tuple[Path | None, Path | None]:
+    def open_here() -> tuple[Path | None, Path]:
         ckpt = _open_run(run, resume)  # sets run.run_dir
         return ckpt, run.run_dir
 
@@ -368,7 +369,7 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
         if main else NullSink()
     if forced:
         logger.log_event("forced_resume", {"changes": forced})
-    if state is not None and main:
+    if ckpt is not None and main:  # resuming: state is that checkpoint's
         run.reporter.info(f"resuming {run.run_dir.name} from {ckpt.name}")
 
     def on_best(step: int) -> None:

@@ -36,6 +36,7 @@ def suggest(trial: optuna.Trial, params: dict[str, SearchParam]) -> dict[str, An
         if p.type == "categorical":
             values[path] = trial.suggest_categorical(path, p.choices)
         elif p.type == "int":
+            assert p.low is not None and p.high is not None  # SearchParam requires both
             values[path] = trial.suggest_int(path, int(p.low), int(p.high),
                                              step=int(p.step or 1), log=p.log)
         else:

@@ -217,7 +217,8 @@ def make_splits(n_train: int, n_test: int, seed: int) -> tuple[list[Example], li
     """
     pool = make_tickets(n_train + n_test, seed)  # texts are unique within one call
     quota = {t: n_test // len(TEAMS) + (i < n_test % len(TEAMS)) for i, t in enumerate(TEAMS)}
-    train, test = [], []
+    train: list[Example] = []
+    test: list[Example] = []
     for ex in pool:
         team = ex.meta["label"]
         if quota[team] > 0 and len(test) < n_test:
