@@ -30,7 +30,7 @@ def _number(text: str, kind: type) -> int | float:
 
 def positive_int(text: str) -> int:
     """A whole number >= 1 (counts of tokens, rows, processes)."""
-    value = _number(text, int)
+    value = int(_number(text, int))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (given: {text!r})")
     return value
@@ -38,7 +38,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """A whole number >= 0 (seeds; counts where 0 means none)."""
-    value = _number(text, int)
+    value = int(_number(text, int))
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0 (given: {text!r})")
     return value

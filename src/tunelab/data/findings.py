@@ -16,8 +16,9 @@ Codes are stable snake_case strings that tests and users may match on, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ERROR = "error"
 WARNING = "warning"
@@ -54,7 +55,7 @@ class Finding:
     code: str
     message: str
     severity: str = ERROR
-    rows: tuple[int, ...] = field(default=(), repr=False)
+    rows: tuple[int, ...] = dataclasses.field(default=(), repr=False)  # `field` is a column here
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line} {self.field or '-'}: [{self.code}] {self.message}"

@@ -22,7 +22,9 @@ import json
 import re
 import sys
 from collections.abc import Iterator
-from json.decoder import scanstring
+from json.decoder import (
+    scanstring,  # type: ignore[attr-defined]  # public in CPython; typeshed omits it
+)
 from pathlib import Path
 
 from tunelab.data.findings import Finding
@@ -70,7 +72,7 @@ class FieldLines:
         text, pos, best, rest = self._text, self._start, self._start, field
         try:
             while rest:
-                pos = _JSON_WS.match(text, pos).end()
+                pos = _skip_ws(text, pos)
                 if text.startswith("{", pos):
                     member = self._member(pos, rest)
                     if member is None:
@@ -78,10 +80,11 @@ class FieldLines:
                     best, pos, rest = member
                     rest = rest[1:] if rest.startswith(".") else rest
                 elif text.startswith("[", pos) and (index := _INDEX.match(rest)):
-                    pos = self._element(pos, int(index.group(1)))
-                    if pos is None:
+                    element = self._element(pos, int(index.group(1)))
+                    if element is None:
                         break
-                    best, rest = pos, rest[index.end():]
+                    pos = best = element
+                    rest = rest[index.end():]
                     rest = rest[1:] if rest.startswith(".") else rest
                 else:
                     break
@@ -103,20 +106,20 @@ class FieldLines:
         of duplicates, as ``json`` keeps it) as ``(key position, value position, rest)``."""
         text = self._text
         found = None
-        pos = _JSON_WS.match(text, pos + 1).end()
+        pos = _skip_ws(text, pos + 1)
         while text.startswith('"', pos):
             key_at = pos
             key, pos = scanstring(text, pos + 1)
-            pos = _JSON_WS.match(text, pos).end() + 1  # past the ':'
-            pos = _JSON_WS.match(text, pos).end()
+            pos = _skip_ws(text, pos) + 1  # past the ':'
+            pos = _skip_ws(text, pos)
             if rest == key or rest.startswith((key + ".", key + "[")):
                 if found is None or len(key) >= len(found[2]):
                     found = (key_at, pos, key)
             _, pos = _DECODER.raw_decode(text, pos)
-            pos = _JSON_WS.match(text, pos).end()
+            pos = _skip_ws(text, pos)
             if not text.startswith(",", pos):
                 break
-            pos = _JSON_WS.match(text, pos + 1).end()
+            pos = _skip_ws(text, pos + 1)
         if found is None:
             return None
         return found[0], found[1], rest[len(found[2]):]
@@ -124,15 +127,15 @@ class FieldLines:
     def _element(self, pos: int, index: int) -> int | None:
         """The position of element ``index`` of the list at ``pos`` (``None``: no such one)."""
         text = self._text
-        pos = _JSON_WS.match(text, pos + 1).end()
+        pos = _skip_ws(text, pos + 1)
         if text.startswith("]", pos):
             return None
         for _ in range(index):
             _, pos = _DECODER.raw_decode(text, pos)
-            pos = _JSON_WS.match(text, pos).end()
+            pos = _skip_ws(text, pos)
             if not text.startswith(",", pos):
                 return None
-            pos = _JSON_WS.match(text, pos + 1).end()
+            pos = _skip_ws(text, pos + 1)
         return pos
 
 
@@ -182,6 +185,7 @@ def read_located(path: Path) -> Iterator[Located]:
             f"{source}: the suffix {suffix or '(none)'!r} is not a data format tunelab reads",
             hint=f"rename the file to end in one of {', '.join(SUFFIXES)} to match its content",
         )
+    rows: Iterator[Record | Located]
     if suffix == ".parquet":
         rows = _parquet_rows(path, source)
     else:

@@ -162,6 +162,7 @@ class _Shared:
             self._holders -= 1
             if self._holders == 0:
                 undo, self._undo = self._undo, None
+                assert undo is not None  # take() returned True, so there is one
                 undo()
 
     @contextlib.contextmanager
@@ -415,7 +416,7 @@ _ROTARY_MODULES = {
 
 def _swap_rotary(module_name: str) -> Callable[[], None] | None:
     """Swap in ``_fast_rotary`` for the module's ``apply_rotary_pos_emb``; returns the undo."""
-    module = sys.modules.get(module_name)
+    module: Any = sys.modules.get(module_name)  # Any: its function is swapped below
     original = getattr(module, "apply_rotary_pos_emb", None)
     if original is None or hasattr(original, "tunelab_original"):
         return None  # not imported (no model of the type exists), or already the fast one
@@ -499,9 +500,11 @@ def _start_value(param: _MallocParam) -> int:
     tunables = dict(item.partition("=")[::2] for item in os.environ.get("GLIBC_TUNABLES", "").split(":"))
     # GLIBC_TUNABLES first: glibc reads both, and does not document which wins when both are set.
     for text in (tunables.get(param.tunable), os.environ.get(param.env)):
+        if text is None:
+            continue
         try:
             value = int(text, 0)
-        except (TypeError, ValueError):  # unset, or not a number glibc would have taken either
+        except ValueError:  # not a number glibc would have taken either
             continue
         if 0 <= value < 2**31:  # mallopt takes a C int
             return value
@@ -565,6 +568,7 @@ class _ModelPatches:
         previous = [m.__dict__.get("forward", _ABSENT) for m, _ in self.forwards]
         self._saved = (getattr(self.cfg, "_attn_implementation", None), previous)
         if self.packing:
+            assert self.cfg is not None  # packing requires a config (supports_packing)
             self.cfg._attn_implementation = PACKED_ATTENTION
         for m, forward in self.forwards:
             m.forward = types.MethodType(forward, m)
@@ -583,8 +587,10 @@ class _ModelPatches:
             else:
                 m.forward = forward
         if self.packing:
+            assert self.cfg is not None  # packing requires a config (supports_packing)
             self.cfg._attn_implementation = old_impl
         if self.rotary_held:
+            assert self.rotary is not None  # held only when there is one
             self.rotary_held = False
             self.rotary.let_go()
 

@@ -207,6 +207,7 @@ class TrainLoop:
         Validation, keep-best and the hook (evaluation tasks) see the model as the library
         computes it, not the fast path's rewrites (see ``FastPath.suspended``).
         """
+        assert self.fast_path is not None  # run() sets it before calling _run
         with self.fast_path.suspended():
             return self._validate_unpatched(step, result, final)
 
@@ -262,6 +263,7 @@ class TrainLoop:
         self.model.train()
         if resume is None and s.eval_at_start and self.val_rows:
             # The baseline: logged, but not a candidate for keep-best or patience.
+            assert self.fast_path is not None  # run() sets it before calling _run
             with self.fast_path.suspended():
                 start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
                                       self.accelerator.device, self.world, self.progress,
