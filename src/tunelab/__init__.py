@@ -29,6 +29,7 @@ from tunelab.errors import (
     TrainingError,
     TunelabError,
     UnsafeModelError,
+    UsageError,
 )
 
 __version__ = "0.1.0"
@@ -66,6 +67,7 @@ __all__ = [
     "TrainingError",
     "TunelabError",
     "UnsafeModelError",
+    "UsageError",
     "__version__",
     "check_data",
     "config_from_dict",

@@ -221,3 +221,18 @@ def test_override_paths_start_from_the_current_folder(tmp_path, monkeypatch, cap
     assert main(["train", str(there / "run.yaml"), "data.train=mine.jsonl"]) == exits.MODEL
     assert main(["train", str(there / "run.yaml"), "data.train=theirs.jsonl"]) == exits.USAGE
     assert f"on the command line start from the current folder {here}" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`tunelab data check FILE --all | head -1`: no BrokenPipeError traceback, exit 141."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join('{"messages": [{"role": "bot", "content": "x"}]}\n' for _ in range(3000)))
+    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "data", "check", str(data), "--all"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == exits.BROKEN_PIPE, err
+    assert "Traceback" not in err

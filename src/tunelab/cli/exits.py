@@ -32,6 +32,7 @@ STORE = 5  # the model store or a run folder is missing, incomplete or unwritabl
 TRAINING = 6  # training cannot start or continue (changed settings on resume, NaN loss)
 INTERNAL = 70  # a bug in tunelab: the traceback is written to a file
 INTERRUPTED = 130  # Ctrl-C
+BROKEN_PIPE = 141  # stdout closed early (`| head`); 128 + SIGPIPE, as other tools exit
 
 # Most specific first: the first class an error is an instance of decides its code.
 _BY_ERROR: tuple[tuple[type[TunelabError], int], ...] = (
@@ -54,6 +55,7 @@ DOCUMENTED: dict[int, str] = {
     TRAINING: "training",
     INTERNAL: "internal error (a bug in tunelab)",
     INTERRUPTED: "interrupted",
+    BROKEN_PIPE: "the output's reader went away",
 }
 
 

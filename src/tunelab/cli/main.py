@@ -335,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return exits.INTERRUPTED
+    except BrokenPipeError:
+        # `tunelab ... | head`: the reader has what it wanted. Point stdout at devnull so
+        # the interpreter's final flush does not fail again (Python docs, "SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exits.BROKEN_PIPE
     except Exception as e:  # the last resort: a bug, reported without a wall of traceback
         return _internal_error(e)
 

