@@ -22,13 +22,13 @@ import json
 import re
 import sys
 from collections.abc import Iterator
-from json.decoder import (
-    scanstring,  # type: ignore[attr-defined]  # public in CPython; typeshed omits it
-)
 from pathlib import Path
 
 from tunelab.data.findings import Finding
 from tunelab.errors import DataError
+
+# json.decoder.scanstring is public in CPython (the C scanner); typeshed does not list it.
+scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 

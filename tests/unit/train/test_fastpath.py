@@ -21,12 +21,11 @@ from tunelab.train import loss as loss_mod
 from tunelab.train.batching import collate, pack
 from tunelab.train.fastpath import (
     PACKED_ATTENTION,
-    _fast_rotary,
-    _RmsNorm,
     fast_training,
     is_packed,
     supports_packing,
 )
+from tunelab.train.kernels import _fast_rotary, _RmsNorm
 from tunelab.train.loss import batch_loss_sum, linear_cross_entropy
 
 TOL = 1e-5
