@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,3 +49,13 @@ def _isolated_home(tmp_path, monkeypatch, request):
         return
     monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "tunelab_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def umask_027():
+    """A umask under which both 0600 and a hard-coded 0644 are wrong (file-mode tests)."""
+    old = os.umask(0o027)
+    try:
+        yield
+    finally:
+        os.umask(old)

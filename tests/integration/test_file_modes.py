@@ -4,22 +4,12 @@ plainly created file under the umask (safetensors >= 0.8 alone would leave 0600)
 The umask 027 tells the right mode (0640) apart from both 0600 and a hard-coded 0644.
 """
 
-import os
 import stat
 
 import pytest
 from rundata import config, write_yaml
 
 from tunelab.cli.main import main
-
-
-@pytest.fixture
-def umask_027():
-    old = os.umask(0o027)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def modes(folder) -> dict[str, int]:

@@ -17,15 +17,6 @@ from tunelab.filemode import current_umask, new_file_mode, set_new_file_mode
 from tunelab.tracking.run_dir import write_json_atomic, write_text_atomic
 
 
-@pytest.fixture
-def umask_027():
-    old = os.umask(0o027)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
