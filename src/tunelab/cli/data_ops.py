@@ -13,7 +13,8 @@ import argparse
 import json
 
 from tunelab.data.findings import Finding
-from tunelab.data.table import write_json
+from tunelab.errors import DataError
+from tunelab.files import write_json_atomic
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 _SHOWN = 20  # findings printed before "... and N more"
@@ -264,5 +265,5 @@ def _print_findings(findings: list[Finding]) -> None:
 
 def _write_report(path: str | None, report: dict) -> None:
     if path:
-        write_json(path, report)
+        write_json_atomic(path, report, error=DataError)
         print(f"report: {path}")

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.data.table import read_table, write_json, write_text
+from tunelab.data.table import read_table
 from tunelab.errors import DataError
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import TaskResult
+from tunelab.files import write_json_atomic, write_text_atomic
 from tunelab.gate.labels import agreement
 
 TIE = "tie"
@@ -76,10 +77,10 @@ def write_review_sheet(out_dir: str | Path, rows: Sequence[EvalRow], results: Se
     writer.writerow(header)
     writer.writerows(lines)
     paths = {"csv": out / "review.csv", "html": out / "review.html", "key": out / "review_key.json"}
-    write_text(paths["csv"], buf.getvalue())
-    write_text(paths["html"], _sheet_html(header, lines, len(letters)))
-    write_json(paths["key"], {"models": [r.model for r in results], "letters": letters,
-                              "seed": seed, "items": key})
+    write_text_atomic(paths["csv"], buf.getvalue(), error=DataError)
+    write_text_atomic(paths["html"], _sheet_html(header, lines, len(letters)), error=DataError)
+    write_json_atomic(paths["key"], {"models": [r.model for r in results], "letters": letters,
+                                     "seed": seed, "items": key}, error=DataError)
     return paths
 
 
