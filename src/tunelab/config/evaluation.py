@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.config.problems import validation_problems
 from tunelab.errors import ConfigError
+from tunelab.files import read_yaml_mapping
 
 TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq"]
 Normalizer = Literal["exact", "gsm8k", "last_number", "number"]
@@ -141,17 +141,8 @@ def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None =
     data: dict[str, Any] = {}
     source = None
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError([f"evaluation config {source!r} does not exist"])
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError([f"not valid YAML: {e}"], source) from None
-        if not isinstance(data, dict):
-            raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"],
-                              source)
+        source = str(path)
+        data = read_yaml_mapping(path, "evaluation config")
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value

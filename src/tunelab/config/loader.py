@@ -18,6 +18,7 @@ from tunelab.config.compose import cross_section_problems, resolve_phase_paths
 from tunelab.config.problems import validation_problems
 from tunelab.config.schema import RunConfig
 from tunelab.errors import ConfigError
+from tunelab.files import read_yaml_mapping
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -105,14 +106,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         ConfigError: the file is missing or not YAML, or any value is invalid.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError([f"config file {str(p)!r} does not exist"])
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError([f"not valid YAML: {e}"], str(p)) from None
-    if not isinstance(data, dict):
-        raise ConfigError([f"the top level must be a mapping of sections, got {type(data).__name__}"], str(p))
+    data = read_yaml_mapping(p, "config file")
     return config_from_dict(data, overrides, str(p), p.parent.resolve())
 
 
