@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from train_runs import child_env
 
 TEAMS = ["billing", "technical", "shipping", "account"]
 
@@ -39,12 +40,6 @@ def config(tmp: Path, model_dir: Path, train: dict | None = None, **sections) ->
 def write_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def child_env(**extra: str) -> dict:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra)
-    return env
 
 
 def tunelab(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -12,9 +12,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tunelab.data.table import write_json, write_rows, write_text
-from tunelab.filemode import current_umask, new_file_mode, set_new_file_mode
-from tunelab.tracking.run_dir import write_json_atomic, write_text_atomic
+from tunelab.data.table import write_rows
+from tunelab.files import (
+    current_umask,
+    new_file_mode,
+    set_new_file_mode,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def mode(path) -> int:
@@ -45,12 +51,11 @@ def test_set_new_file_mode_reaches_every_file_under_a_folder(umask_027, tmp_path
 @pytest.mark.parametrize("write", [
     lambda p: write_text_atomic(p / "a.txt", "x"),
     lambda p: write_json_atomic(p / "a.json", {"a": 1}),
-    lambda p: write_text(p / "a.txt", "x"),
-    lambda p: write_json(p / "a.json", {"a": 1}),
+    lambda p: write_atomic(p / "w.safetensors", lambda t: save_file({"w": torch.zeros(2)}, str(t))),
     lambda p: write_rows(p / "a.jsonl", [{"a": 1}]),
     lambda p: write_rows(p / "a.csv", [{"a": 1}]),
     lambda p: write_rows(p / "a.parquet", [{"a": 1}]),
-], ids=["run_dir.text", "run_dir.json", "table.text", "table.json", "table.jsonl", "table.csv",
+], ids=["files.text", "files.json", "files.safetensors", "table.jsonl", "table.csv",
         "table.parquet"])
 def test_atomic_writers_give_the_umask_mode(umask_027, tmp_path, write):
     out = tmp_path / "out"

@@ -3,7 +3,7 @@
 Layers, bottom to top; a module imports only from its own package or from layers below:
 
     0  errors                     the one exception tree
-    1  files | filemode           atomic writes, the YAML mapping reader | new files' mode
+    1  files                      atomic writes, file modes, the YAML mapping reader
     2  config | tracking          typed settings | run folders, metric logs, the Reporter
     3  data | models | db         what training reads | the model store, loading, runs
                                   | (reserved, issue "serve") SQLAlchemy tables, sessions
@@ -26,7 +26,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "tunelab"
 LAYER = {
     "errors": 0,
-    "files": 1, "filemode": 1,
+    "files": 1,
     "config": 2, "tracking": 2,
     "data": 3, "models": 3, "db": 3,
     "gate": 4, "train": 4, "serve": 4,

@@ -23,7 +23,8 @@ from tunelab.cli.args import (
 )
 from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.data.findings import Finding
-from tunelab.data.table import write_json
+from tunelab.errors import DataError
+from tunelab.files import write_json_atomic
 from tunelab.gate.augment import parse_methods
 from tunelab.gate.dedup import DEFAULT_NUM_PERM, DEFAULT_SEMANTIC_THRESHOLD, DEFAULT_THRESHOLD
 from tunelab.gate.split import parse_ratios
@@ -285,5 +286,5 @@ def _print_findings(findings: list[Finding]) -> None:
 
 def _write_report(path: str | None, report: dict) -> None:
     if path:
-        write_json(path, report)
+        write_json_atomic(path, report, error=DataError)
         print(f"report: {path}")

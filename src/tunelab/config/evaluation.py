@@ -20,8 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.config.problems import validation_problems
-from tunelab.config.yamlfile import read_yaml
 from tunelab.errors import ConfigError
+from tunelab.files import read_yaml_mapping
 
 TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq"]
 Normalizer = Literal["exact", "gsm8k", "last_number", "number"]
@@ -142,10 +142,7 @@ def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None =
     source = None
     if path is not None:
         source = str(path)
-        data = read_yaml(path, "evaluation config") or {}
-        if not isinstance(data, dict):
-            raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"],
-                              source)
+        data = read_yaml_mapping(path, "evaluation config")
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from tunelab.config.compose import cross_section_problems, resolve_phase_paths
 from tunelab.config.problems import validation_problems
 from tunelab.config.schema import RunConfig
-from tunelab.config.yamlfile import read_yaml
 from tunelab.errors import ConfigError
+from tunelab.files import read_yaml_mapping
 
 # Where each resolved data path came from, for the message when it is missing:
 # absolute path -> "relative paths in X start from FOLDER".
@@ -184,9 +184,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
         ConfigError: the file is missing or not YAML, or any value is invalid.
     """
     p = Path(path)
-    data = read_yaml(p) or {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"the top level must be a mapping of sections, got {type(data).__name__}"], str(p))
+    data = read_yaml_mapping(p, "config file")
     cfg, origins = _build(data, overrides or [], str(p), p.parent.resolve())
     if check_files:
         problems = _missing_files(cfg, origins)

@@ -1,11 +1,11 @@
-"""Any data file as a table of rows, and writing rows and reports back atomically.
+"""Any data file as a table of rows, and writing rows back atomically.
 
 The data-gate operations (dedup, leakage, labels, clean, split, balance, augment) work on
 any table: the rows of a file as ``read_records`` returns them, plus field names the
 user gives. This module reads such a table (a file with an unreadable row is refused,
 with every such row listed), turns chosen fields of a row into one text, and writes
-rows, text and JSON through a temporary file beside the target and a rename, so a crash
-never leaves a half-written output and an input is never written at all. It knows
+rows in any format with ``tunelab.files``' atomic writes, so a crash never leaves a
+half-written output; an input is never written at all. It knows
 nothing of training formats, tokenizers or models.
 """
 
@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import csv
 import difflib
-import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,7 @@ from pathlib import Path
 from tunelab.data.findings import Finding, capped_lines, type_name
 from tunelab.data.readers import SUFFIXES, read_records
 from tunelab.errors import DataError
-from tunelab.filemode import new_file_mode
+from tunelab.files import write_atomic, write_text_atomic
 
 # Columns the gate itself adds: ``augment`` tags the rows it makes with the method and
 # the line of the row they came from. They are bookkeeping, never text to compare.
@@ -184,15 +181,6 @@ def label_text(value: object) -> str:
     return str(value)
 
 
-def sha256_file(path: str | Path) -> str:
-    """The hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def refuse_overwrite_input(output: str | Path, inputs: Iterable[str | Path]) -> None:
     """Refuse an output path that is one of the inputs: inputs are never written.
 
@@ -241,7 +229,7 @@ def write_rows(path: str | Path, rows: list[dict], columns: list[str] | None = N
         text = json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
     else:
         text = _delimited(rows, columns, "\t" if suffix == ".tsv" else ",")
-    write_text(path, text)
+    write_text_atomic(path, text, error=DataError)
 
 
 def _delimited(rows: list[dict], columns: list[str] | None, delimiter: str) -> str:
@@ -273,42 +261,4 @@ def _write_parquet(path: Path, rows: list[dict]) -> None:
         raise DataError(f"{path}: writing .parquet needs pyarrow, which is not installed",
                         hint="pip install pyarrow") from None
     table = pyarrow.Table.from_pylist(rows)
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 text atomically: a temporary file beside ``path``, then a rename."""
-    data = text.encode("utf-8")
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic(Path(path), write)
-
-
-def write_json(path: str | Path, obj: object) -> None:
-    """Write an indented JSON report atomically (keys in the order given)."""
-    write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-
-
-def _atomic(path: Path, write) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as e:
-        raise DataError(f"{path}: cannot be written ({e.strerror or e})",
-                        hint="check that the folder exists and that you may write there") from None
-    try:
-        write(tmp)
-        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DataError(f"{path}: cannot be written ({e.strerror or e})",
-                        hint="check the free space and that you may write there") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda tmp: pq.write_table(table, str(tmp)), error=DataError)

@@ -1,24 +1,13 @@
-"""The evaluation report's plots as PNG files (matplotlib's object API, no pyplot).
+"""The evaluation report's plots (matplotlib's object API, no pyplot).
 
-Each function takes JSON-ready numbers (or per-row records) and returns a ``Figure``;
-``save_eval_plots`` draws the ones that apply and writes them. This module knows
-nothing of HTML (``tunelab.eval.report`` lays the plots out) or of models.
+Each function takes JSON-ready numbers (or per-row records) and returns a ``Figure``
+drawn on ``tunelab.tracking.plots``' figure size and palette; ``tunelab.eval.report``
+writes them as PNGs and lays them out. This module knows nothing of HTML or of models.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-_DPI = 100
-_WIDTH = 7.5  # inches: 750 px at _DPI, the report's column width
-COLORS = ["#3b62a8", "#3b7d3b", "#c98a1b", "#6a4fa3", "#2f8f8f", "#b23b3b"]
-
-
-def _figure(height: float = 3.2, width: float = _WIDTH):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    return figure, figure.subplots()
+from tunelab.tracking.plots import COLORS, WIDTH, new_figure
 
 
 def confusion_plot(metrics: dict, model: str):
@@ -28,7 +17,7 @@ def confusion_plot(metrics: dict, model: str):
     matrix = np.array(metrics["confusion_matrix"])
     rows, cols = metrics["labels"], metrics["confusion_columns"]
     words = metrics.get("label_words") or {}
-    figure, ax = _figure(height=1.6 + 0.45 * len(rows), width=min(_WIDTH, 3 + 0.9 * len(cols)))
+    figure, ax = new_figure(height=1.6 + 0.45 * len(rows), width=min(WIDTH, 3 + 0.9 * len(cols)))
     ax.imshow(matrix, cmap="Blues", aspect="auto")
     peak = matrix.max() if matrix.size else 0
     for (i, j), v in np.ndenumerate(matrix):
@@ -45,7 +34,7 @@ def confusion_plot(metrics: dict, model: str):
 def scatter_plot(records: list[dict], model: str):
     """Predicted against true numbers, with the identity line."""
     pairs = [(r["reference"], r["predicted"]) for r in records if r["predicted"] is not None]
-    figure, ax = _figure(height=4.0, width=4.8)
+    figure, ax = new_figure(height=4.0, width=4.8)
     if pairs:
         t, p = zip(*pairs, strict=True)
         ax.scatter(t, p, s=14, color=COLORS[0], alpha=0.7)
@@ -60,7 +49,7 @@ def scatter_plot(records: list[dict], model: str):
 def slices_plot(field: str, per_model: dict[str, dict], primary: str):
     """The primary statistic per slice value, one bar per model."""
     values = sorted({v for rec in per_model.values() for v in rec["slices"]})
-    figure, ax = _figure(height=1.2 + 0.35 * len(values) * max(1, len(per_model)) ** 0.5)
+    figure, ax = new_figure(height=1.2 + 0.35 * len(values) * max(1, len(per_model)) ** 0.5)
     height = 0.8 / max(1, len(per_model))
     for k, (model, rec) in enumerate(per_model.items()):
         ys = [i + k * height for i in range(len(values))]
@@ -81,7 +70,7 @@ def compare_plot(comparison: dict):
     """Each statistic's difference from the baseline, with its confidence interval."""
     entries = [(f"{m}: {s}", r) for m, per in comparison["differences"].items()
                for s, r in per.items() if r["diff"] is not None]
-    figure, ax = _figure(height=1.0 + 0.4 * max(1, len(entries)))
+    figure, ax = new_figure(height=1.0 + 0.4 * max(1, len(entries)))
     for i, (_, r) in enumerate(entries):
         low = r["ci_low"] if r["ci_low"] is not None else r["diff"]
         high = r["ci_high"] if r["ci_high"] is not None else r["diff"]
@@ -100,7 +89,7 @@ def compare_plot(comparison: dict):
 def counterfactual_plot(per_model: dict[str, dict]):
     """Flip rate per category, one bar per model."""
     cats = sorted({c for rec in per_model.values() for c, v in rec.items() if v["probe_rows"]})
-    figure, ax = _figure(height=1.2 + 0.4 * max(1, len(cats)))
+    figure, ax = new_figure(height=1.2 + 0.4 * max(1, len(cats)))
     height = 0.8 / max(1, len(per_model))
     for k, (model, rec) in enumerate(per_model.items()):
         xs = [rec.get(c, {}).get("flip_rate") or 0.0 for c in cats]
@@ -118,7 +107,7 @@ def counterfactual_plot(per_model: dict[str, dict]):
 def bbq_plot(per_model: dict[str, dict]):
     """Accuracy in ambiguous and disambiguated contexts, and the two bias scores."""
     keys = ["accuracy_ambig", "accuracy_disambig", "bias_ambig", "bias_disambig"]
-    figure, ax = _figure(height=3.0)
+    figure, ax = new_figure(height=3.0)
     width = 0.8 / max(1, len(per_model))
     for k, (model, m) in enumerate(per_model.items()):
         ax.bar([i + k * width for i in range(len(keys))], [m.get(x) or 0.0 for x in keys],
@@ -129,9 +118,3 @@ def bbq_plot(per_model: dict[str, dict]):
     ax.set_title("BBQ: accuracy and bias score (bias in [-1, 1], 0 = none)")
     ax.legend(fontsize="small")
     return figure
-
-
-def save_figure(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=_DPI, bbox_inches="tight")
-    return path

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.data.table import read_table, write_json, write_text
+from tunelab.data.table import read_table
 from tunelab.errors import DataError
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import TaskResult
+from tunelab.files import write_json_atomic, write_text_atomic
 from tunelab.gate.labels import agreement
+from tunelab.tracking.html import page
 
 TIE = "tie"
 SCORE_RANGE = (1, 5)
@@ -76,11 +78,18 @@ def write_review_sheet(out_dir: str | Path, rows: Sequence[EvalRow], results: Se
     writer.writerow(header)
     writer.writerows(lines)
     paths = {"csv": out / "review.csv", "html": out / "review.html", "key": out / "review_key.json"}
-    write_text(paths["csv"], buf.getvalue())
-    write_text(paths["html"], _sheet_html(header, lines, len(letters)))
-    write_json(paths["key"], {"models": [r.model for r in results], "letters": letters,
-                              "seed": seed, "items": key})
+    write_text_atomic(paths["csv"], buf.getvalue(), error=DataError)
+    write_text_atomic(paths["html"], _sheet_html(header, lines, len(letters)), error=DataError)
+    write_json_atomic(paths["key"], {"models": [r.model for r in results], "letters": letters,
+                                     "seed": seed, "items": key}, error=DataError)
     return paths
+
+
+# Answers side by side at half the width each; prompts keep their line breaks.
+_SHEET_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto} "
+                "pre{white-space:pre-wrap} td{vertical-align:top;border:1px solid #ddd;"
+                "padding:6px;width:50%} table{border-collapse:collapse;width:100%} "
+                ".prompt{background:#f6f6f6;padding:8px}")
 
 
 def _sheet_html(header: list[str], lines: list[list], k: int) -> str:
@@ -94,15 +103,11 @@ def _sheet_html(header: list[str], lines: list[list], k: int) -> str:
                       f"<pre class='prompt'>{html.escape(prompt)}</pre>"
                       f"<p><b>Reference:</b> {html.escape(str(ref))}</p>"
                       f"<table><tr>{cells}</tr></table>")
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<title>tunelab review sheet</title><style>body{font-family:system-ui,sans-serif;"
-            "max-width:1100px;margin:24px auto} pre{white-space:pre-wrap} td{vertical-align:top;"
-            "border:1px solid #ddd;padding:6px;width:50%} table{border-collapse:collapse;"
-            "width:100%} .prompt{background:#f6f6f6;padding:8px}</style></head><body>"
-            "<h1>Review sheet</h1><p>For each item, fill <code>rater</code>, <code>preferred</code>"
-            f" (a letter or <code>{TIE}</code>) and <code>score_*</code> ({SCORE_RANGE[0]}-"
-            f"{SCORE_RANGE[1]}) in <code>review.csv</code>; then run <code>tunelab review import "
-            "review.csv</code>.</p>" + "\n".join(blocks) + "</body></html>\n")
+    intro = ("<h1>Review sheet</h1><p>For each item, fill <code>rater</code>, <code>preferred</code>"
+             f" (a letter or <code>{TIE}</code>) and <code>score_*</code> ({SCORE_RANGE[0]}-"
+             f"{SCORE_RANGE[1]}) in <code>review.csv</code>; then run <code>tunelab review import "
+             "review.csv</code>.</p>")
+    return page("tunelab review sheet", [intro, *blocks], style=_SHEET_STYLE)
 
 
 def _cell(row: dict, key: str) -> str:

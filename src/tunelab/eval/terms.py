@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from tunelab.errors import ConfigError
+from tunelab.files import read_yaml_mapping
 
 Terms = dict[str, dict[str, list[str]]]
 
@@ -103,15 +102,8 @@ def load_terms(path: str | Path | None, base: Terms | None = None) -> Terms:
     if path is None:
         return merged
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError([f"terms file {str(p)!r} does not exist"])
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError([f"not valid YAML: {e}"], str(p)) from None
+    data = read_yaml_mapping(p, "terms file")
     problems = []
-    if not isinstance(data, dict):
-        raise ConfigError(["the top level must map categories to {group: [terms]}"], str(p))
     for cat, groups in data.items():
         if not isinstance(groups, dict) or not all(
                 isinstance(v, list) and all(isinstance(t, (str, int)) for t in v)

@@ -23,11 +23,10 @@ from tunelab.data.table import (
     read_table,
     refuse_overwrite_input,
     require_columns,
-    sha256_file,
-    write_json,
     write_rows,
 )
 from tunelab.errors import DataError
+from tunelab.files import sha256_file, write_json_atomic
 
 METHODS = ("paraphrase", "dropout", "swap")
 Paraphrase = Callable[[list[str]], list[str]]
@@ -184,5 +183,5 @@ def augment_file(input: str | Path, output: str | Path, field: str,
                 "output_sha256": sha256_file(out), "field": field,
                 "methods": parse_methods(methods), "copies": copies, "p": p, "seed": seed,
                 "rows_in": len(table), "rows_out": len(rows), "counts": stats, **(extra or {})}
-    write_json(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest, error=DataError)
     return manifest

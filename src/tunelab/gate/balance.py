@@ -23,11 +23,10 @@ from tunelab.data.table import (
     read_table,
     refuse_overwrite_input,
     require_columns,
-    sha256_file,
-    write_json,
     write_rows,
 )
 from tunelab.errors import DataError
+from tunelab.files import sha256_file, write_json_atomic
 from tunelab.gate.split import class_quotas
 
 METHODS = ("over", "under")
@@ -168,5 +167,5 @@ def balance_file(input: str | Path, output: str | Path, label: str,
               "target": "uniform" if shares is None else shares,
               "method": "size" if size else method, "size": len(picked), "seed": seed,
               "counts": counts}
-    write_json(manifest_path, result)
+    write_json_atomic(manifest_path, result, error=DataError)
     return result

@@ -30,9 +30,9 @@ from tunelab.data.table import (
     row_text,
     text_columns,
     write_rows,
-    write_text,
 )
 from tunelab.errors import DataError
+from tunelab.files import write_text_atomic
 from tunelab.gate import pii
 from tunelab.gate.dedup import find_exact_duplicates, find_near_duplicates
 
@@ -340,7 +340,7 @@ def clean_file(input: str | Path, output: str | Path, options: CleanOptions | No
     _, cleaned, changes = clean_rows(table.rows, table.lines, options, table.columns)
     columns = list(dict.fromkeys([*table.columns, *(k for r in cleaned for k in r)]))
     write_rows(output, cleaned, columns)
-    write_text(log, change_log(changes))
+    write_text_atomic(log, change_log(changes), error=DataError)
     return {"input": str(input), "output": str(output), "log": str(log),
             "rows_in": len(table), "rows_out": len(cleaned),
             "actions": dict(Counter(c.action for c in changes))}

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.errors import DataError
 from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult, check_data, length_stats
+from tunelab.tracking.plots import new_figure, save_png
 
 # More distinct values than this and a ``label`` field is free text, not classes.
 MAX_LABELS = 50
 # Codes drawn in the findings plot; the rest are summed as "other".
 _MAX_CODES = 15
-_DPI = 100
-_WIDTH = 7.5  # inches: 750 px at _DPI, the report's column width
 
 
 @dataclass
@@ -151,9 +151,11 @@ def save_plots(profile: Profile, out_dir: str | Path) -> dict[str, Path]:
     Returns:
         Plot name -> PNG path, in display order: ``rows``, ``findings``,
         ``token_lengths``, ``turns``, ``fields``, ``labels`` (those with data).
+
+    Raises:
+        DataError: a PNG cannot be written.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     plots = {"rows": _rows_plot(profile)}
     if profile.finding_counts:
         plots["findings"] = _findings_plot(profile)
@@ -165,19 +167,8 @@ def save_plots(profile: Profile, out_dir: str | Path) -> dict[str, Path]:
         plots["fields"] = _fields_plot(profile)
     if profile.labels:
         plots["labels"] = _labels_plot(profile)
-    paths = {}
-    for name, figure in plots.items():
-        path = out / f"{name}.png"
-        figure.savefig(path, dpi=_DPI, bbox_inches="tight")
-        paths[name] = path
-    return paths
-
-
-def _figure(height: float = 3.2):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(_WIDTH, height), layout="constrained")
-    return figure, figure.subplots()
+    return {name: save_png(figure, out / f"{name}.png", error=DataError)
+            for name, figure in plots.items()}
 
 
 def _whole(axis) -> None:
@@ -188,7 +179,7 @@ def _whole(axis) -> None:
 
 
 def _rows_plot(p: Profile):
-    figure, ax = _figure(height=1.8)
+    figure, ax = new_figure(height=1.8)
     names, values = ["accepted", "rejected"], [p.accepted, p.rejected]
     bars = ax.barh(names, values, color=["#3b7d3b", "#b23b3b"])
     ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3)
@@ -205,7 +196,7 @@ def _findings_plot(p: Profile):
     shown = counts[:_MAX_CODES]
     if len(counts) > _MAX_CODES:
         shown.append(("other", sum(n for _, n in counts[_MAX_CODES:])))
-    figure, ax = _figure(height=0.9 + 0.3 * len(shown))
+    figure, ax = new_figure(height=0.9 + 0.3 * len(shown))
     colors = ["#b23b3b" if c in p.error_codes else "#c98a1b" for c, _ in shown]
     bars = ax.barh([c for c, _ in shown], [n for _, n in shown], color=colors)
     ax.bar_label(bars, labels=[f"{n:,}" for _, n in shown], padding=3)
@@ -219,7 +210,7 @@ def _findings_plot(p: Profile):
 
 def _lengths_plot(p: Profile):
     lengths = p.token_lengths or []
-    figure, ax = _figure()
+    figure, ax = new_figure()
     low, high = min(lengths), max(lengths)
     step = max(1, -(-(high - low + 1) // 60))  # whole tokens per bin, at most 60 bins
     ax.hist(lengths, bins=range(low, high + step + 1, step), color="#3b62a8", align="left")
@@ -238,7 +229,7 @@ def _lengths_plot(p: Profile):
 
 def _turns_plot(p: Profile):
     counts = sorted(Counter(p.turns).items())
-    figure, ax = _figure(height=2.6)
+    figure, ax = new_figure(height=2.6)
     ax.bar([str(k) for k, _ in counts], [n for _, n in counts], color="#6a4fa3")
     ax.set_xlabel("messages per row")
     ax.set_ylabel("rows")
@@ -254,7 +245,7 @@ def _fields_plot(p: Profile):
     filled = [s["present"] - s["empty"] for s in stats]
     empty = [s["empty"] for s in stats]
     missing = [s["missing"] for s in stats]
-    figure, ax = _figure(height=0.9 + 0.35 * len(names))
+    figure, ax = new_figure(height=0.9 + 0.35 * len(names))
     ax.barh(names, filled, color="#3b7d3b", label="filled")
     ax.barh(names, empty, left=filled, color="#c98a1b", label="empty")
     ax.barh(names, missing, left=[a + b for a, b in zip(filled, empty, strict=True)],
@@ -269,7 +260,7 @@ def _fields_plot(p: Profile):
 
 def _labels_plot(p: Profile):
     labels = p.labels or {}
-    figure, ax = _figure(height=0.9 + 0.3 * len(labels))
+    figure, ax = new_figure(height=0.9 + 0.3 * len(labels))
     bars = ax.barh(list(labels), list(labels.values()), color="#2f8f8f")
     total = sum(labels.values())
     ax.bar_label(bars, labels=[f"{n:,} ({n / total:.0%})" for n in labels.values()], padding=3)

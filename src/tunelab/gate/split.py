@@ -25,12 +25,11 @@ from tunelab.data.table import (
     read_table,
     require_columns,
     row_text,
-    sha256_file,
     text_columns,
-    write_json,
     write_rows,
 )
 from tunelab.errors import DataError
+from tunelab.files import sha256_file, write_json_atomic
 from tunelab.gate.dedup import DEFAULT_THRESHOLD, find_exact_duplicates, find_near_duplicates
 
 DEFAULT_NAMES = ("train", "validation", "test")
@@ -235,7 +234,7 @@ def split_file(input: str | Path, ratios: Sequence[float], seed: int,
         parts[name] = {"path": str(path), "rows": len(rows), "sha256": sha256_file(path)}
     manifest = _manifest(input, ratios, seed, names, stratify, group, cols, near_threshold,
                          table, assign, strata, together, train_only, parts)
-    write_json(folder / f"{src.stem}.split.json", manifest)
+    write_json_atomic(folder / f"{src.stem}.split.json", manifest, error=DataError)
     return manifest
 
 

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from tunelab.errors import ModelError, StoreError
-from tunelab.filemode import set_new_file_mode
+from tunelab.files import set_new_file_mode
 from tunelab.models.loading import check_safe_folder, load_causal_lm, load_tokenizer
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")

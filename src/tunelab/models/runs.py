@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import StoreError
-from tunelab.filemode import set_new_file_mode
+from tunelab.files import read_yaml_mapping, set_new_file_mode
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
 from tunelab.tracking.run_dir import find_run
@@ -37,13 +35,17 @@ def _run_base_path(run_dir: Path, trust_remote_code: bool) -> Path:
         if (p / "config.json").is_file():
             return p
         return resolve_model(rec["name"])
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    cfg = run_settings(run_dir)
     return resolve_model(cfg["model"]["name"])
 
 
 def run_settings(run_dir: Path) -> dict:
-    """The resolved config a run was trained with."""
-    return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    """The resolved config a run was trained with.
+
+    Raises:
+        ConfigError: the run's ``config.yaml`` is missing, not YAML or not a mapping.
+    """
+    return read_yaml_mapping(run_dir / "config.yaml", "run config")
 
 
 def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = "float32") -> Loaded:

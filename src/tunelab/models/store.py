@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tunelab.errors import StoreError
-from tunelab.filemode import set_new_file_mode
+from tunelab.files import fsync_dir, fsync_file, set_new_file_mode, write_json_atomic
 from tunelab.tracking.reporter import SILENT, Reporter
 
 MANIFEST = "tunelab_model.json"
@@ -225,12 +225,7 @@ class ModelStore:
             "created": record.created,
         }
         _fsync_tree(folder)  # weights on disk before the manifest says they are complete
-        with open(folder / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(folder)
+        write_json_atomic(folder / MANIFEST, manifest)  # fsynced, and the folder too
         return record
 
     def _swap_in(self, tmp: Path, final: Path, replace: bool) -> None:
@@ -253,7 +248,7 @@ class ModelStore:
                 f"cannot move the new model into place at {final}: {e}",
                 hint="another tunelab may be writing the same name; try again",
             ) from e
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -313,21 +308,4 @@ def _architecture(config_path: Path) -> str:
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            fsync_file(path)

@@ -20,10 +20,10 @@ from tunelab.config.schema import DEFAULT_MODEL, DEFAULT_RUNS_DIR
 from tunelab.data.load import load_examples
 from tunelab.data.tasks import ticket_routing as task
 from tunelab.eval.classify import evaluate_classifier
+from tunelab.files import write_json_atomic, write_text_atomic
 from tunelab.models.runs import load_for_inference
 from tunelab.serve.engine import GenerationEngine
 from tunelab.tracking.reporter import SILENT, Reporter
-from tunelab.tracking.run_dir import write_json_atomic, write_text_atomic
 from tunelab.train.run import run_finetune
 
 # The quickstart's settings, one place: the task's size, training and scoring

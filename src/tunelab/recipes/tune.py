@@ -22,9 +22,10 @@ from tunelab.config.loader import dump_config
 from tunelab.config.schema import RunConfig, SearchSettings
 from tunelab.errors import ConfigError, TrainingError, TunelabError
 from tunelab.eval.during_training import eval_hook
+from tunelab.files import write_json_atomic, write_text_atomic
 from tunelab.tracking.loggers import read_metrics
 from tunelab.tracking.reporter import SILENT, Reporter
-from tunelab.tracking.run_dir import SUMMARY, write_json_atomic, write_text_atomic
+from tunelab.tracking.run_dir import SUMMARY
 from tunelab.train.phased import run_training
 
 TRIALS = "trials"

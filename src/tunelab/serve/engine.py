@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,6 +24,54 @@ from tunelab.data.example import Message
 from tunelab.data.template import end_of_turn_ids, render_prompt_ids, resolve_chat_template
 from tunelab.errors import UsageError
 from tunelab.tracking.reporter import Progress
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate, checked once when made.
+
+    Args:
+        max_new_tokens: most tokens generated per answer.
+        batch_size: prompts per forward pass.
+        do_sample: sample instead of greedy decoding.
+        temperature: sampling temperature (> 0); ignored when greedy.
+        top_p: nucleus sampling mass in (0, 1]; ignored when greedy.
+        seed: makes sampling repeatable (for the same batches); None leaves the
+            global RNG as it is.
+
+    Raises:
+        UsageError: a setting is out of range (every such setting is named; also a
+            ``ValueError``).
+    """
+
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.do_sample and not self.temperature > 0:
+            problems.append(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if self.do_sample and not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if problems:
+            raise UsageError("; ".join(problems),
+                             hint="max_new_tokens and batch_size start at 1; sampling needs "
+                                  "temperature > 0 and top_p in (0, 1]")
+
+
+def _settings(settings: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:
+    """``settings`` (or the defaults) with keyword overrides; an unknown name is a TypeError."""
+    if not overrides:
+        return settings or GenerationSettings()
+    return replace(settings or GenerationSettings(), **overrides)  # checked again, as new
 
 
 class GenerationEngine:
@@ -70,38 +119,29 @@ class GenerationEngine:
     def generate(
         self,
         conversations: Sequence[Sequence[Message | dict]],
-        max_new_tokens: int = 128,
-        batch_size: int = 8,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
+        settings: GenerationSettings | None = None,
         progress: Callable[..., Progress] | None = None,
+        **overrides: Any,
     ) -> list[str]:
         """Answer each chat; one string per chat, in the order given.
 
         Args:
             conversations: chats whose last turn is the one to answer (usually a user turn).
-            max_new_tokens: most tokens generated per answer.
-            batch_size: prompts per forward pass.
-            do_sample: sample instead of greedy decoding.
-            temperature: sampling temperature (> 0); ignored when greedy.
-            top_p: nucleus sampling mass in (0, 1]; ignored when greedy.
-            seed: makes sampling repeatable (for the same batches); None leaves the
-                global RNG as it is.
+            settings: how to generate; ``GenerationSettings()`` when omitted.
             progress: makes a progress bar over prompts (``Reporter.bar``); None: none.
+            **overrides: any ``GenerationSettings`` field by name (``max_new_tokens=64``),
+                applied on top of ``settings``.
 
         Returns:
             The new text of each answer, special tokens removed, stripped.
 
         Raises:
             UsageError: a generation setting is out of range (also a ``ValueError``).
+            TypeError: an override names no setting.
         """
+        settings = _settings(settings, overrides)
         prompts = [self.render(c) for c in conversations]
-        outputs = self.complete_ids(
-            prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, seed=seed, progress=progress,
-        )
+        outputs = self.complete_ids(prompts, settings, progress)
         texts = []
         for ids in outputs:
             if ids and ids[-1] in self.stop_ids:
@@ -112,15 +152,11 @@ class GenerationEngine:
     def complete_ids(
         self,
         prompt_ids: Sequence[Sequence[int]],
-        max_new_tokens: int = 128,
-        batch_size: int = 8,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
+        settings: GenerationSettings | None = None,
         progress: Callable[..., Progress] | None = None,
+        **overrides: Any,
     ) -> list[list[int]]:
-        """Continue already-tokenized prompts; the settings are those of ``generate``.
+        """Continue already-tokenized prompts; the arguments are those of ``generate``.
 
         Returns:
             The new ids of each prompt, in the order given, cut after the first stop id.
@@ -130,13 +166,14 @@ class GenerationEngine:
         Raises:
             UsageError: a prompt is empty or a generation setting is out of range (also a
                 ``ValueError``).
+            TypeError: an override names no setting.
         """
-        _check_settings(max_new_tokens, batch_size, do_sample, temperature, top_p)
+        s = _settings(settings, overrides)
         for i, p in enumerate(prompt_ids):
             if len(p) == 0:
                 raise UsageError(f"prompt {i} is empty; a prompt needs at least one token",
                                  hint="give every prompt some text")
-        config = self._generation_config(max_new_tokens, do_sample, temperature, top_p)
+        config = self._generation_config(s)
         # Longest first: batches hold similar lengths (less padding), and a batch that
         # runs out of memory does so at the start rather than after minutes.
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
@@ -145,9 +182,9 @@ class GenerationEngine:
         was_training = getattr(self.model, "training", False)
         self.model.eval()
         try:
-            with torch.inference_mode(), _seeded(seed, self._device()):
-                for start in range(0, len(order), batch_size):
-                    chunk = order[start:start + batch_size]
+            with torch.inference_mode(), _seeded(s.seed, self._device()):
+                for start in range(0, len(order), s.batch_size):
+                    chunk = order[start:start + s.batch_size]
                     new = self._generate_batch([prompt_ids[i] for i in chunk], config)
                     for i, ids in zip(chunk, new, strict=True):
                         results[i] = ids
@@ -162,14 +199,13 @@ class GenerationEngine:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _generation_config(self, max_new_tokens: int, do_sample: bool, temperature: float,
-                           top_p: float) -> GenerationConfig:
-        sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+    def _generation_config(self, s: GenerationSettings) -> GenerationConfig:
+        sampling = {"temperature": s.temperature, "top_p": s.top_p, "top_k": 0} if s.do_sample else {}
         # top_k=0: only temperature and top_p shape sampling, as in OpenAI-style APIs
         # (transformers would otherwise add its default top_k=50).
         return GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
+            max_new_tokens=s.max_new_tokens,
+            do_sample=s.do_sample,
             eos_token_id=sorted(self.stop_ids),
             pad_token_id=self.pad_token_id,
             **sampling,
@@ -197,23 +233,6 @@ class GenerationEngine:
                     break
             new_ids.append(cut)
         return new_ids
-
-
-def _check_settings(max_new_tokens: int, batch_size: int, do_sample: bool,
-                    temperature: float, top_p: float) -> None:
-    problems = []
-    if max_new_tokens < 1:
-        problems.append(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        problems.append(f"batch_size must be >= 1, got {batch_size}")
-    if do_sample and not temperature > 0:
-        problems.append(f"temperature must be > 0 when sampling, got {temperature}")
-    if do_sample and not 0 < top_p <= 1:
-        problems.append(f"top_p must be in (0, 1], got {top_p}")
-    if problems:
-        raise UsageError("; ".join(problems),
-                         hint="max_new_tokens and batch_size start at 1; sampling needs "
-                              "temperature > 0 and top_p in (0, 1]")
 
 
 @contextlib.contextmanager

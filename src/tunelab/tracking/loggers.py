@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
+
+from tunelab.files import write_text_atomic
 
 
 class RunLogger:
@@ -33,9 +34,7 @@ class RunLogger:
             return
         keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(x + "\n" for x in keep))
 
     def log(self, split: str, step: int, metrics: dict[str, float]) -> None:
         clean = {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None)

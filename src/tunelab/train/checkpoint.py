@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TrainingError
-from tunelab.filemode import set_new_file_mode
+from tunelab.files import fsync_dir, fsync_file, set_new_file_mode
 
 COMPLETE = "COMPLETE"
 STATE_FILES = ("weights.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
@@ -52,19 +52,6 @@ def _failpoint(stage: str, step: int) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checkpoint_name(step: int) -> str:
@@ -114,16 +101,16 @@ def save_checkpoint(root: Path, step: int, model: Any, optimizer: Any, scheduler
         (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
         set_new_file_mode(tmp)  # safetensors writes 0600 files
         for f in STATE_FILES:
-            _fsync_file(tmp / f)
+            fsync_file(tmp / f)
         _failpoint("before_marker", step)
         (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
-        _fsync_file(tmp / COMPLETE)
-        _fsync_dir(tmp)
+        fsync_file(tmp / COMPLETE)
+        fsync_dir(tmp)
         _failpoint("before_rename", step)
         if final.exists():  # an incomplete leftover of the same step (never a complete one)
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         _failpoint("after_rename", step)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

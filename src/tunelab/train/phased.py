@@ -21,7 +21,7 @@ from tunelab.config.compose import phase_config
 from tunelab.config.loader import dump_config
 from tunelab.config.schema import RunConfig
 from tunelab.errors import TrainingError
-from tunelab.filemode import set_new_file_mode
+from tunelab.files import set_new_file_mode, write_json_atomic, write_text_atomic
 from tunelab.models.loading import load_causal_lm
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import (
@@ -29,8 +29,6 @@ from tunelab.tracking.run_dir import (
     create_run_dir,
     fingerprint_inputs,
     new_run_name,
-    write_json_atomic,
-    write_text_atomic,
 )
 from tunelab.train.checkpoint import latest_checkpoint
 from tunelab.train.distributed import close_world, cuda_usable, init_world

@@ -26,7 +26,7 @@ from tunelab.data.length import LengthReport, apply_length_policy
 from tunelab.data.load import holdout_split, load_mixture
 from tunelab.data.template import TokenizedExample, resolve_chat_template, tokenize_example
 from tunelab.errors import TrainingError
-from tunelab.filemode import set_new_file_mode
+from tunelab.files import set_new_file_mode, write_atomic, write_json_atomic, write_text_atomic
 from tunelab.models import adapters
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
@@ -36,8 +36,6 @@ from tunelab.tracking.run_dir import (
     create_run_dir,
     fingerprint_inputs,
     new_run_name,
-    write_json_atomic,
-    write_text_atomic,
 )
 from tunelab.train.checkpoint import (
     load_checkpoint,
@@ -240,11 +238,9 @@ def _save_best(run: FinetuneRun, step: int) -> None:
     """Keep the best weights on disk (not in memory), so they survive a crash."""
     from safetensors.torch import save_file
 
-    best = run.run_dir / "best"
-    best.mkdir(exist_ok=True)
-    tmp = best / ".weights.safetensors.tmp"
-    save_file(trainable_state(run.model), str(tmp), metadata={"step": str(step)})
-    os.replace(tmp, best / "weights.safetensors")
+    state = trainable_state(run.model)
+    write_atomic(run.run_dir / "best" / "weights.safetensors",
+                 lambda tmp: save_file(state, str(tmp), metadata={"step": str(step)}))
 
 
 def _restore_best(run: FinetuneRun) -> None:

@@ -9,6 +9,7 @@ nothing of run folders or the CLI; the study's storage and trial count live in
 from __future__ import annotations
 
 import csv
+import io
 import math
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from optuna.samplers import GridSampler
 from optuna.trial import TrialState
 
 from tunelab.config.schema import SearchParam, SearchSettings
+from tunelab.files import write_text_atomic
 
 
 class _AskTellGridSampler(GridSampler):
@@ -91,10 +93,11 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """The results table as CSV."""
     if not rows:
         return
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buffer = io.StringIO(newline="")
+    w = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def format_table(rows: list[dict[str, Any]], params: list[str], maximize: bool) -> str:

@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 
 from tunelab.data.readers import read_records
-from tunelab.data.table import sha256_file
 from tunelab.errors import DataError
+from tunelab.files import sha256_file
 from tunelab.gate.balance import balance_file, balance_rows, parse_target, target_counts
 
 

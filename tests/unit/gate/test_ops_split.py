@@ -10,8 +10,8 @@ import pytest
 from shared_data import shared_file
 from tunelab.data.load import holdout_split
 from tunelab.data.readers import read_records
-from tunelab.data.table import sha256_file
 from tunelab.errors import DataError
+from tunelab.files import sha256_file
 from tunelab.gate.dedup import NGRAM, normalize_text
 from tunelab.gate.split import class_quotas, parse_ratios, split_file, split_rows
 

@@ -125,11 +125,17 @@ def test_bad_names_are_refused(name):
 
 
 def test_unreadable_manifest_is_skipped_with_a_warning(tiny_model_dir):
-    store = ModelStore()
+    from tunelab.tracking.reporter import Recorder
+
+    # The warning goes to the store's Reporter (the CLI's shows it on stderr), not to
+    # Python's warnings module: only the CLI talks to the user (README, output policy).
+    reporter = Recorder()
+    store = ModelStore(reporter=reporter)
     rec = store.add_folder("tiny", _copier(tiny_model_dir), source="t")
     (rec.path / MANIFEST).write_text("{not json")
-    with pytest.warns(UserWarning, match="unreadable"):
-        assert store.list() == []
+    assert store.list() == []
+    assert len(reporter.lines) == 1 and "unreadable" in reporter.lines[0]
+    assert reporter.lines[0].startswith("warning: ")
 
 
 def test_manifest_content(tiny_model_dir):

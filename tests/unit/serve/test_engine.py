@@ -5,7 +5,7 @@ import torch
 
 from tunelab.data.example import Message
 from tunelab.data.template import render_prompt_ids
-from tunelab.serve.engine import GenerationEngine
+from tunelab.serve.engine import GenerationEngine, GenerationSettings
 
 CHATS = [
     [Message("user", "Hi")],
@@ -148,6 +148,19 @@ def test_empty_inputs_and_bad_settings(engine):
         engine.generate(CHATS, do_sample=True, temperature=0.0)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         engine.generate(CHATS, do_sample=True, top_p=1.5)
+
+
+def test_settings_object_and_keywords_are_one_api(engine):
+    greedy = GenerationSettings(max_new_tokens=6, batch_size=2)
+    by_keywords = engine.generate(CHATS, max_new_tokens=6, batch_size=2)
+    assert engine.generate(CHATS, greedy) == by_keywords
+    assert engine.generate(CHATS, greedy, batch_size=5) == by_keywords  # an override wins
+    assert engine.complete_ids([[1, 2, 3]], greedy, max_new_tokens=1)[0] == \
+        engine.complete_ids([[1, 2, 3]], max_new_tokens=1)[0]
+    with pytest.raises(TypeError, match="max_tokens"):
+        engine.generate(CHATS, max_tokens=3)  # a misspelt setting is not ignored
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        GenerationSettings(batch_size=0)  # checked when made, before any prompt is rendered
 
 
 def test_progress_bar(engine, capsys):
