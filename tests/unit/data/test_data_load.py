@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 
 import pytest
 
@@ -167,14 +166,18 @@ def test_unknown_format_name_raises(tmp_path):
         load_examples(path, "jsonl")
 
 
-def test_warnings_are_logged_and_do_not_stop_the_load(tmp_path, caplog):
+def test_warnings_are_reported_and_do_not_stop_the_load(tmp_path):
+    from tunelab.tracking.reporter import Recorder
+
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"messages": [{"role": "user", "content": ""},
                                              {"role": "assistant", "content": "b"}]}) + "\n")
-    with caplog.at_level(logging.WARNING, logger="tunelab.data.load"):
-        examples = load_examples(path)
+    # Warnings go to the caller's Reporter (the CLI shows them on stderr), not to logging.
+    reporter = Recorder()
+    examples = load_examples(path, reporter=reporter)
     assert examples[0].messages[1] == Message("assistant", "b")
-    assert "[empty_content]" in caplog.text and f"{path}:1" in caplog.text
+    text = "\n".join(reporter.lines)
+    assert "[empty_content]" in text and f"{path}:1" in text
 
 
 def test_empty_file_is_an_error(tmp_path):

@@ -4,13 +4,12 @@ from pathlib import Path
 
 from tunelab.cli.main import build_parser
 from tunelab.config.loader import config_from_dict
-from tunelab.data.tasks import ticket_routing
-from tunelab.recipes.quickstart import next_steps, quickstart_config
+from tunelab.recipes.quickstart import RECOMMENDED, next_steps, quickstart_config
 
 
 def test_the_run_goes_where_runs_list_eval_and_generate_look(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = config_from_dict(quickstart_config(tmp_path / "qs", "m", ticket_routing.RECOMMENDED))
+    cfg = config_from_dict(quickstart_config(tmp_path / "qs", "m", RECOMMENDED))
     parser = build_parser()
     looked_in = {parser.parse_args(["runs", "list"]).dir,
                  parser.parse_args(["generate", "r", "--prompt", "p"]).runs_dir,
