@@ -178,17 +178,23 @@ def _whole(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _rows_plot(p: Profile):
-    figure, ax = new_figure(height=1.8)
-    names, values = ["accepted", "rejected"], [p.accepted, p.rejected]
-    bars = ax.barh(names, values, color=["#3b7d3b", "#b23b3b"])
-    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3)
+def _count_bars(names: list[str], counts: list[int], colors: list[str], unit: str,
+                title: str, height: float):
+    """Horizontal bars of counts, each labelled with its number, first name on top."""
+    figure, ax = new_figure(height=height)
+    bars = ax.barh(names, counts, color=colors)
+    ax.bar_label(bars, labels=[f"{n:,}" for n in counts], padding=3)
     ax.invert_yaxis()
-    ax.set_xlabel("rows")
+    ax.set_xlabel(unit)
     _whole(ax.xaxis)
-    ax.set_title(f"Rows read: {p.rows_read:,}")
+    ax.set_title(title)
     ax.margins(x=0.15)
     return figure
+
+
+def _rows_plot(p: Profile):
+    return _count_bars(["accepted", "rejected"], [p.accepted, p.rejected],
+                       ["#3b7d3b", "#b23b3b"], "rows", f"Rows read: {p.rows_read:,}", 1.8)
 
 
 def _findings_plot(p: Profile):
@@ -196,16 +202,10 @@ def _findings_plot(p: Profile):
     shown = counts[:_MAX_CODES]
     if len(counts) > _MAX_CODES:
         shown.append(("other", sum(n for _, n in counts[_MAX_CODES:])))
-    figure, ax = new_figure(height=0.9 + 0.3 * len(shown))
     colors = ["#b23b3b" if c in p.error_codes else "#c98a1b" for c, _ in shown]
-    bars = ax.barh([c for c, _ in shown], [n for _, n in shown], color=colors)
-    ax.bar_label(bars, labels=[f"{n:,}" for _, n in shown], padding=3)
-    ax.invert_yaxis()
-    ax.set_xlabel("findings")
-    _whole(ax.xaxis)
-    ax.set_title(f"Findings by code ({p.errors:,} errors in red, {p.warnings:,} warnings)")
-    ax.margins(x=0.15)
-    return figure
+    return _count_bars([c for c, _ in shown], [n for _, n in shown], colors, "findings",
+                       f"Findings by code ({p.errors:,} errors in red, {p.warnings:,} warnings)",
+                       0.9 + 0.3 * len(shown))
 
 
 def _lengths_plot(p: Profile):
