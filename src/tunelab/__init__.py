@@ -7,7 +7,7 @@ and loads no heavy library: each name is imported on first use (``__getattr__``)
 
     import tunelab
     cfg = tunelab.load_config("run.yaml", ["train.learning_rate=1e-4"])
-    run_dir = tunelab.run_train(cfg)            # silent; pass a Reporter to see progress
+    run_dir = tunelab.run_train(cfg)  # silent; tunelab.cli.reporter.StderrReporter() shows progress
     run = tunelab.load_for_inference(str(run_dir))
     engine = tunelab.GenerationEngine(run.model, run.tokenizer, run.chat_template)
     print(engine.generate([[{"role": "user", "content": "Hello"}]]))

@@ -89,6 +89,24 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def make_dir(path: str | Path, *, error: WriteError = StoreError) -> Path:
+    """Create a folder (and its parents) if missing; an ``OSError`` becomes ``error``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        StoreError | DataError: (as ``error``) the folder cannot be created.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"{folder}: cannot create the folder ({e.strerror or e})",
+                    hint="choose a folder you may write to, or create it first") from e
+    return folder
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None], *,
                  error: WriteError = StoreError) -> Path:
     """Write ``path`` whole or not at all, with a callback that writes a file by name.

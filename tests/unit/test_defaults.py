@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tunelab.config import schema
-from tunelab.gate import dedup
+from tunelab.gate import augment, dedup
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tunelab"
 
@@ -52,6 +52,10 @@ DEFAULTS = (
     Default("DEFAULT_SEMANTIC_THRESHOLD", "gate/dedup.py", dedup.DEFAULT_SEMANTIC_THRESHOLD,
             ("threshold", "semantic", "similarity", "cosine")),
     Default("DEFAULT_NUM_PERM", "gate/dedup.py", dedup.DEFAULT_NUM_PERM, ("num_perm",)),
+    Default("PARAPHRASE_MAX_NEW_TOKENS", "gate/augment.py", augment.PARAPHRASE_MAX_NEW_TOKENS,
+            ("max_new_tokens",)),
+    Default("PARAPHRASE_TEMPERATURE", "gate/augment.py", augment.PARAPHRASE_TEMPERATURE,
+            ("temperature",)),
 )
 # Literals that are not a copy of the default: (module, top-level assignment or call).
 NOT_A_COPY = {

@@ -25,7 +25,7 @@ from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.data.findings import Finding
 from tunelab.errors import DataError
 from tunelab.files import write_json_atomic
-from tunelab.gate.augment import parse_methods
+from tunelab.gate.augment import PARAPHRASE_MAX_NEW_TOKENS, PARAPHRASE_TEMPERATURE, parse_methods
 from tunelab.gate.dedup import DEFAULT_NUM_PERM, DEFAULT_SEMANTIC_THRESHOLD, DEFAULT_THRESHOLD
 from tunelab.gate.split import parse_ratios
 
@@ -257,10 +257,11 @@ def _augment(sub) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="the same seed gives the same new rows (default 0)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="the paraphrasing model")
-    p.add_argument("--max-new-tokens", type=positive_int, default=96,
-                   help="most tokens per paraphrase (default 96)")
-    p.add_argument("--temperature", type=non_negative_float, default=0.7,
-                   help="paraphrase sampling temperature; 0 = greedy (default 0.7)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=PARAPHRASE_MAX_NEW_TOKENS,
+                   help=f"most tokens per paraphrase (default {PARAPHRASE_MAX_NEW_TOKENS})")
+    p.add_argument("--temperature", type=non_negative_float, default=PARAPHRASE_TEMPERATURE,
+                   help="paraphrase sampling temperature; 0 = greedy "
+                        f"(default {PARAPHRASE_TEMPERATURE})")
     p.set_defaults(func=_cmd_augment)
 
 

@@ -123,10 +123,11 @@ def _cmd_runs_list(a: argparse.Namespace) -> int:
 
 
 def _engine(ref: str, runs_dir: str):
+    from tunelab.cli.reporter import StderrReporter
     from tunelab.models.runs import load_for_inference
     from tunelab.serve.engine import GenerationEngine
 
-    loaded = load_for_inference(ref, runs_dir)
+    loaded = load_for_inference(ref, runs_dir, reporter=StderrReporter())
     return GenerationEngine(loaded.model, loaded.tokenizer, loaded.chat_template)
 
 
@@ -167,9 +168,11 @@ def _cmd_chat(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
+    from tunelab.cli.reporter import StderrReporter
     from tunelab.models.runs import export_merged
 
-    out = export_merged(a.run, Path(a.merge), a.runs_dir, overwrite=a.overwrite)
+    out = export_merged(a.run, Path(a.merge), a.runs_dir, overwrite=a.overwrite,
+                        reporter=StderrReporter())
     print(f"merged model: {out}")
     return exits.OK
 

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.data.example import Example, Message
 from tunelab.data.template import IGNORE_INDEX, TokenizedExample, tokenize_example
 from tunelab.eval.tasks import ModelCallables
@@ -30,7 +29,7 @@ from tunelab.train.loss import answer_logits
 
 @torch.inference_mode()
 def token_nll(model: Any, rows: Sequence[TokenizedExample], pad_id: int,
-              batch_size: int = 16) -> list[tuple[float, int]]:
+              batch_size: int) -> list[tuple[float, int]]:
     """Per row, the summed cross-entropy of its labelled tokens and their number.
 
     Args:
@@ -71,7 +70,7 @@ def _with_answer(chat: Sequence[Message], answer: str) -> Example:
 
 
 def build_callables(model: Any, tokenizer: Any, chat_template: str | None, name: str,
-                    max_new_tokens: int = 32, batch_size: int = 16,
+                    max_new_tokens: int, batch_size: int,
                     reporter: Reporter = SILENT) -> ModelCallables:
     """Wrap a loaded model and tokenizer as ``ModelCallables``.
 
@@ -106,14 +105,14 @@ def build_callables(model: Any, tokenizer: Any, chat_template: str | None, name:
                           tokenizer=tokenizer, chat_template=chat_template)
 
 
-def load_callables(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, max_new_tokens: int = 32,
-                   batch_size: int = 16, reporter: Reporter = SILENT) -> ModelCallables:
+def load_callables(ref: str, runs_dir: str, max_new_tokens: int, batch_size: int,
+                   reporter: Reporter = SILENT) -> ModelCallables:
     """Load a run folder or model reference and wrap it as ``ModelCallables``.
 
     Raises:
         ModelNotFoundError: the reference names nothing known.
         StoreError: a run folder is incomplete.
     """
-    loaded = load_for_inference(ref, runs_dir)
+    loaded = load_for_inference(ref, runs_dir, reporter=reporter)
     return build_callables(loaded.model, loaded.tokenizer, loaded.chat_template, loaded.label,
                            max_new_tokens, batch_size, reporter)

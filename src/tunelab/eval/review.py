@@ -29,7 +29,7 @@ from tunelab.data.table import read_table
 from tunelab.errors import DataError
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import TaskResult
-from tunelab.files import write_json_atomic, write_text_atomic
+from tunelab.files import make_dir, write_json_atomic, write_text_atomic
 from tunelab.gate.labels import agreement
 from tunelab.tracking.html import page
 
@@ -59,8 +59,7 @@ def write_review_sheet(out_dir: str | Path, rows: Sequence[EvalRow], results: Se
     Returns:
         The paths written, by kind (``csv``, ``html``, ``key``).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out_dir, error=DataError)
     rng = np.random.default_rng(seed)
     chosen = sorted(int(i) for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False))
     letters = _letters(len(results))

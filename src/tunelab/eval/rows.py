@@ -22,6 +22,7 @@ from tunelab.data.example import Example, Message
 from tunelab.data.load import load_examples
 from tunelab.data.table import label_text, read_table, require_columns
 from tunelab.errors import DataError
+from tunelab.tracking.reporter import SILENT, Reporter
 
 
 @dataclass
@@ -59,7 +60,7 @@ class EvalRow:
 
 
 def load_rows(path: str | Path, text_field: str | None = None, label_field: str = "label",
-              limit: int | None = None) -> list[EvalRow]:
+              limit: int | None = None, reporter: Reporter = SILENT) -> list[EvalRow]:
     """Read the rows of a data file for evaluation.
 
     Args:
@@ -89,7 +90,7 @@ def load_rows(path: str | Path, text_field: str | None = None, label_field: str 
                 reference=None if ref is None else label_text(ref),
                 meta=dict(row)))
         return rows
-    examples = load_examples(path)
+    examples = load_examples(path, reporter=reporter)
     if limit is not None:
         examples = examples[:limit]
     return [row_from_example(ex, label_field) for ex in examples]

@@ -53,7 +53,7 @@ def load_eval_data(path: str, s: EvalSettings, reporter: Reporter = SILENT) -> E
         eval_rows = [EvalRow(id=i, prompt=c, reference=str(r["label"]), meta=dict(r))
                      for i, r, c in zip(ids, bbq_rows, bbq_task.bbq_prompts(bbq_rows), strict=True)]
         return EvalData(eval_rows, bbq_rows)
-    rows = load_rows(path, s.text_field, s.label_field, s.limit)
+    rows = load_rows(path, s.text_field, s.label_field, s.limit, reporter)
     if s.task != "perplexity":
         require_references(rows, s.label_field, s.task)
     label_set = None

@@ -31,6 +31,11 @@ from tunelab.files import sha256_file, write_json_atomic
 METHODS = ("paraphrase", "dropout", "swap")
 Paraphrase = Callable[[list[str]], list[str]]
 
+# The paraphrase method's sampling defaults (the model itself is the schema's default).
+PARAPHRASE_MAX_NEW_TOKENS = 96  # a paraphrase is about as long as its text: short rows
+PARAPHRASE_TEMPERATURE = 0.7  # enough variety between copies, still on topic
+
+
 
 def word_dropout(text: str, p: float, rng: random.Random) -> str:
     """Drop each word with probability ``p``, keeping at least one; words join with spaces."""

@@ -77,7 +77,7 @@ def merge_adapter(
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         set_new_file_mode(tmp)  # safetensors writes 0600 files
-        _swap_in(tmp, out_dir)
+        swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -134,7 +134,12 @@ def _match_vocab(model, adapter_dir: Path, tokenizer_len: int) -> None:
         model.resize_token_embeddings(target, mean_resizing=False)
 
 
-def _swap_in(tmp: Path, out_dir: Path) -> None:
+def swap_in(tmp: Path, out_dir: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out_dir``; an old ``out_dir`` goes only after.
+
+    Raises:
+        StoreError: the rename failed (the old folder is put back).
+    """
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")

@@ -17,17 +17,21 @@ from tunelab.errors import ModelError, ModelNotFoundError
 from tunelab.models.catalog import KNOWN_MODELS
 from tunelab.models.loading import refuse_pickle_file
 from tunelab.models.store import ModelStore
+from tunelab.tracking.reporter import SILENT, Reporter
 
 # org/name, or a legacy single-name id such as gpt2
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def resolve_model(ref: str, store: ModelStore | None = None) -> Path:
+def resolve_model(ref: str, store: ModelStore | None = None,
+                  reporter: Reporter = SILENT) -> Path:
     """Find the local folder that ``ref`` names.
 
     Args:
         ref: a store name, a path to a model folder, or a cached hub id ``org/name``.
         store: the store; the default store when omitted.
+        reporter: told why a store entry is skipped (an unreadable manifest), when
+            ``store`` is omitted.
 
     Returns:
         a folder that holds ``config.json``.
@@ -39,7 +43,7 @@ def resolve_model(ref: str, store: ModelStore | None = None) -> Path:
             command.
     """
     ref = str(ref)  # a Path is accepted too
-    store = store or ModelStore()
+    store = store or ModelStore(reporter=reporter)
     record = store.get(ref)
     if record is not None:
         return record.path

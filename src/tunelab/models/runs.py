@@ -16,6 +16,7 @@ from tunelab.errors import StoreError
 from tunelab.files import read_yaml_mapping, set_new_file_mode
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
+from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import find_run
 
 
@@ -27,16 +28,16 @@ class Loaded:
     label: str
 
 
-def _run_base_path(run_dir: Path, trust_remote_code: bool) -> Path:
+def _run_base_path(run_dir: Path, trust_remote_code: bool, reporter: Reporter) -> Path:
     inputs = run_dir / "inputs.json"
     if inputs.is_file():
         rec = json.loads(inputs.read_text(encoding="utf-8"))["model"]
         p = Path(rec["path"])
         if (p / "config.json").is_file():
             return p
-        return resolve_model(rec["name"])
+        return resolve_model(rec["name"], reporter=reporter)
     cfg = run_settings(run_dir)
-    return resolve_model(cfg["model"]["name"])
+    return resolve_model(cfg["model"]["name"], reporter=reporter)
 
 
 def run_settings(run_dir: Path) -> dict:
@@ -48,8 +49,15 @@ def run_settings(run_dir: Path) -> dict:
     return read_yaml_mapping(run_dir / "config.yaml", "run config")
 
 
-def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = "float32") -> Loaded:
+def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = "float32",
+                       reporter: Reporter = SILENT) -> Loaded:
     """Load a run folder (adapter or weights) or a model reference for generation.
+
+    Args:
+        ref: a run folder, a run name under ``runs_dir``, or a model reference.
+        runs_dir: where run names are looked up.
+        dtype: the weights' dtype in memory.
+        reporter: told why a store entry is skipped (an unreadable manifest).
 
     Raises:
         StoreError: a run folder is incomplete (no summary, adapter or weights).
@@ -57,7 +65,7 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
     """
     run_dir = find_run(ref, runs_dir)
     if run_dir is None:
-        path = resolve_model(ref)
+        path = resolve_model(ref, reporter=reporter)
         tok = load_tokenizer(path)
         return Loaded(load_causal_lm(path, dtype=dtype), tok, None, ref)
     if not (run_dir / "summary.json").is_file():
@@ -73,7 +81,7 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
         raise StoreError(f"run {run_dir} has neither adapter/ nor model/", hint="train it again")
     from peft import PeftModel
 
-    base = load_causal_lm(_run_base_path(run_dir, trust), trust, dtype)
+    base = load_causal_lm(_run_base_path(run_dir, trust, reporter), trust, dtype)
     if len(tok) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(tok), mean_resizing=False)
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
@@ -81,13 +89,15 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
     return Loaded(model, tok, template, run_dir.name)
 
 
-def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwrite: bool = False) -> Path:
+def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwrite: bool = False,
+                  reporter: Reporter = SILENT) -> Path:
     """Write a standalone model folder (adapter merged in) that plain transformers loads.
 
     Raises:
-        StoreError: ``ref`` is not a complete run, or ``out`` exists.
+        StoreError: ``ref`` is not a complete run, ``out`` exists, or ``out`` cannot be
+            written (the old ``out`` is kept until the new one is complete).
     """
-    from tunelab.models.export import merge_adapter
+    from tunelab.models.export import merge_adapter, swap_in
 
     run_dir = find_run(ref, runs_dir)
     if run_dir is None or not (run_dir / "summary.json").is_file():
@@ -100,12 +110,16 @@ def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwri
         import shutil
 
         tmp = out.with_name(f".{out.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(run_dir / "model", tmp)
-        load_tokenizer(run_dir / "tokenizer").save_pretrained(tmp)
-        set_new_file_mode(tmp)  # the run's safetensors were written 0600, and copytree keeps modes
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(run_dir / "model", tmp)
+            load_tokenizer(run_dir / "tokenizer").save_pretrained(tmp)
+            set_new_file_mode(tmp)  # the run's safetensors were 0600, and copytree keeps modes
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"cannot write the exported model to {tmp.parent}: {e}",
+                             hint="check that the folder is writable and the disk has room") from e
+        swap_in(tmp, out)  # the old folder goes only once the new one is in place
         return out
-    return merge_adapter(_run_base_path(run_dir, trust), run_dir / "adapter", out, run_dir / "tokenizer",
+    return merge_adapter(_run_base_path(run_dir, trust, reporter), run_dir / "adapter", out, run_dir / "tokenizer",
                          overwrite=overwrite, trust_remote_code=trust)

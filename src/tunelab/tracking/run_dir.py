@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import StoreError
-from tunelab.files import sha256_file
+from tunelab.files import make_dir, sha256_file
 
 SUMMARY = "summary.json"
 
@@ -37,14 +37,13 @@ def create_run_dir(output_dir: str | Path, name: str) -> Path:
     """Create a fresh run folder; an existing one with a summary is never overwritten.
 
     Raises:
-        StoreError: the folder exists already.
+        StoreError: the folder exists already, or cannot be created.
     """
     path = Path(output_dir) / name
     if path.exists() and any(path.iterdir()):
         raise StoreError(f"run folder {path} exists already",
                          hint="choose another `output.name`, or remove the old run")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_dir(path)
 
 
 def fingerprint_inputs(paths: list[str]) -> list[dict]:

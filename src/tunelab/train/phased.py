@@ -130,13 +130,15 @@ def _continues(prev: RunConfig | None, cur: RunConfig) -> bool:
     return prev is not None and prev.train.method == cur.train.method == "lora" and prev.lora == cur.lora
 
 
-def _next_model(current: StartingPoint | None, prev: RunConfig | None, cfg: RunConfig
-                ) -> tuple[StartingPoint, str]:
+def _next_model(current: StartingPoint | None, prev: RunConfig | None, cfg: RunConfig,
+                reporter: Reporter = SILENT) -> tuple[StartingPoint, str]:
     """The previous phase's model (or the base model) made ready for ``cfg``'s method."""
     import torch
 
     torch.manual_seed(cfg.train.seed)  # a new adapter starts the same way on every rank
-    base = current or load_base(cfg)
+    if current is None:
+        reporter.info(f"loading model {cfg.model.name}")
+    base = current or load_base(cfg, reporter)
     prev_lora = prev.lora if prev is not None and prev.train.method == "lora" else None
     model, how = hand_over(base.model, cfg.train.method, cfg.lora, prev_lora,
                            lambda m: apply_method(m, cfg, base.new_token_ids))
@@ -146,16 +148,16 @@ def _next_model(current: StartingPoint | None, prev: RunConfig | None, cfg: RunC
 
 
 def _rebuild(current: StartingPoint | None, prev: RunConfig | None, cfg: RunConfig,
-             folder: Path) -> StartingPoint:
+             folder: Path, reporter: Reporter = SILENT) -> StartingPoint:
     """The model a finished phase ended with, from the weights it saved."""
     if cfg.train.method == "lora":
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        start, _ = _next_model(current, prev, cfg)
+        start, _ = _next_model(current, prev, cfg, reporter)
         set_peft_model_state_dict(start.model, load_file(folder / "adapter" / "adapter_model.safetensors"))
         return start
-    base = current or load_base(cfg)
+    base = current or load_base(cfg, reporter)
     model = load_causal_lm(folder / "model", cfg.model.trust_remote_code, cfg.model.dtype)
     return StartingPoint(base.model_path, base.tokenizer, model, base.new_token_ids)
 
@@ -173,7 +175,7 @@ def _open_top(cfg: RunConfig, resume: str | None, reporter: Reporter) -> Path:
 
     files = {s.path for c in _phase_cfgs(cfg, top) for s in [*c.data.train, *c.data.validation]}
     write_json_atomic(top / "inputs.json", {
-        "model": {"name": cfg.model.name, "path": str(resolve_model(cfg.model.name))},
+        "model": {"name": cfg.model.name, "path": str(resolve_model(cfg.model.name, reporter=reporter))},
         "files": fingerprint_inputs(sorted(files))})
     (top / PHASES).mkdir()
     reporter.info(f"run folder: {top} ({len(cfg.phases)} phases)")
@@ -249,7 +251,8 @@ def run_phased(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None =
     _check_records(records, cfgs, force_resume, reporter)
     current, prev = None, None
     for rec in records:
-        current, prev = _rebuild(current, prev, cfgs[rec.index - 1], top / rec.folder), cfgs[rec.index - 1]
+        current, prev = (_rebuild(current, prev, cfgs[rec.index - 1], top / rec.folder, reporter),
+                         cfgs[rec.index - 1])
     if records and world.is_main:
         reporter.info(f"resuming {top.name}: phase(s) 1-{len(records)} finished; they are skipped")
     offset = sum(int(r.summary["steps"]) for r in records)
@@ -257,13 +260,13 @@ def run_phased(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None =
         c, folder = cfgs[i], top / PHASES / f"phase-{i + 1}"
         name = cfg.phases[i].name or f"phase-{i + 1}"
         if (folder / SUMMARY).is_file():  # finished, but stopped before it was recorded
-            current, prev = _rebuild(current, prev, c, folder), c
+            current, prev = _rebuild(current, prev, c, folder, reporter), c
             summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
             records.append(PhaseRecord(i + 1, name, f"{PHASES}/phase-{i + 1}", c.train.method,
                                        "rebuilt from its saved result", _identity(c), summary))
             offset += int(summary["steps"])
             continue
-        start, how = _next_model(current, prev, c)
+        start, how = _next_model(current, prev, c, reporter if world.is_main else SILENT)
         if latest_checkpoint(folder / CHECKPOINTS) is None and folder.exists() and world.is_main:
             shutil.rmtree(folder)  # started, never checkpointed: it begins again
         resume_i = str(folder) if latest_checkpoint(folder / CHECKPOINTS) is not None else None

@@ -97,10 +97,10 @@ def _setup_run_dir(run: FinetuneRun) -> None:
     run.reporter.info(f"run folder: {run.run_dir}")
 
 
-def load_base(cfg: RunConfig) -> StartingPoint:
+def load_base(cfg: RunConfig, reporter: Reporter = SILENT) -> StartingPoint:
     """The configured model and tokenizer, special tokens added, no method applied yet."""
     ms = cfg.model
-    path = resolve_model(ms.name)
+    path = resolve_model(ms.name, reporter=reporter)
     tokenizer = load_tokenizer(path, trust_remote_code=ms.trust_remote_code)
     model = load_causal_lm(path, trust_remote_code=ms.trust_remote_code, dtype=ms.dtype)
     new_ids = adapters.add_special_tokens(model, tokenizer, ms.add_special_tokens)
@@ -129,7 +129,7 @@ def _setup_model(run: FinetuneRun, start: StartingPoint | None = None) -> None:
     torch.manual_seed(ts.seed)
     if start is None and run.world.is_main:
         run.reporter.info(f"loading model {ms.name}")
-    base = start or load_base(run.cfg)
+    base = start or load_base(run.cfg, run.reporter)
     run.model_path, run.tokenizer, run.model = base.model_path, base.tokenizer, base.model
     run.new_token_ids = list(base.new_token_ids)
     if ms.dtype == "bfloat16" and not _has_cuda():
