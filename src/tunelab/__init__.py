@@ -10,7 +10,7 @@ and loads no heavy library: each name is imported on first use (``__getattr__``)
     run_dir = tunelab.run_train(cfg)  # silent; tunelab.cli.reporter.StderrReporter() shows progress
     run = tunelab.load_for_inference(str(run_dir))
     engine = tunelab.GenerationEngine(run.model, run.tokenizer, run.chat_template)
-    print(engine.generate([[{"role": "user", "content": "Hello"}]]))
+    answers = engine.generate([[{"role": "user", "content": "Hello"}]])  # one string per chat
 
 Everything else is importable from its module but may change between versions.
 """

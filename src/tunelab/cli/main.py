@@ -29,7 +29,6 @@ from tunelab.models.catalog import KNOWN_MODELS
 if TYPE_CHECKING:  # imported where used: `tunelab --help` stays quick
     from tunelab.models.store import ModelStore
 
-RUNS_DIR = DEFAULT_RUNS_DIR  # where runs are written and looked up, relative to the current folder
 MAX_NEW_TOKENS = 256  # tokens per answer of `generate` and `chat`
 
 
@@ -100,7 +99,7 @@ def _cmd_runs_show(a: argparse.Namespace) -> int:
 
     path = find_run(a.run, a.dir)
     if path is None:
-        listing = "tunelab runs list" + ("" if a.dir == RUNS_DIR else f" --dir {shlex.quote(a.dir)}")
+        listing = "tunelab runs list" + ("" if a.dir == DEFAULT_RUNS_DIR else f" --dir {shlex.quote(a.dir)}")
         raise StoreError(f"no run {a.run!r} (looked for a folder and under {a.dir}/)",
                          hint=f"`{listing}` shows the runs")
     info = read_run(path)
@@ -246,11 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=show_help(r))
     rs = r.add_subparsers(dest="runs_cmd", metavar="COMMAND")
     rl = rs.add_parser("list", help="every run folder with its status, steps and loss")
-    rl.add_argument("--dir", default=RUNS_DIR, help=f"the runs folder (default: {RUNS_DIR})")
+    rl.add_argument("--dir", default=DEFAULT_RUNS_DIR, help=f"the runs folder (default: {DEFAULT_RUNS_DIR})")
     rl.set_defaults(func=_cmd_runs_list)
     rsh = rs.add_parser("show", help="a run's summary as JSON")
     rsh.add_argument("run", help="a run folder, or a run name under --dir")
-    rsh.add_argument("--dir", default=RUNS_DIR, help=f"the runs folder (default: {RUNS_DIR})")
+    rsh.add_argument("--dir", default=DEFAULT_RUNS_DIR, help=f"the runs folder (default: {DEFAULT_RUNS_DIR})")
     rsh.set_defaults(func=_cmd_runs_show)
 
     for name, func, helptext in (("generate", _cmd_generate, "generate answers to prompts"),
@@ -267,16 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--system", default=None, help="a system message")
         g.add_argument("--max-new-tokens", type=positive_int, default=MAX_NEW_TOKENS,
                        help=f"most tokens per answer (default {MAX_NEW_TOKENS})")
-        g.add_argument("--runs-dir", default=RUNS_DIR,
-                       help=f"where run names are looked up (default: {RUNS_DIR})")
+        g.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
+                       help=f"where run names are looked up (default: {DEFAULT_RUNS_DIR})")
         g.set_defaults(func=func)
 
     e = sub.add_parser("export", help="write a standalone merged model folder")
     e.add_argument("run", help="a finished run folder, or a run name under --runs-dir")
     e.add_argument("--merge", required=True, metavar="OUT", help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    e.add_argument("--runs-dir", default=RUNS_DIR,
-                   help=f"where run names are looked up (default: {RUNS_DIR})")
+    e.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
+                   help=f"where run names are looked up (default: {DEFAULT_RUNS_DIR})")
     e.set_defaults(func=_cmd_export)
 
     q = sub.add_parser("quickstart", help="generate a task, fine-tune the default model, compare")
