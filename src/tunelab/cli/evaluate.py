@@ -13,7 +13,7 @@ import json
 import sys
 
 from tunelab.cli import exits
-from tunelab.cli.args import non_negative_int, positive_int, show_help
+from tunelab.cli.args import non_negative_int, positive_int, rate, show_help
 from tunelab.config.evaluation import DEFAULT_MAX_NEW_TOKENS, EvalSettings
 from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import ConfigError
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
                    help="more models on the same rows; the first model is the baseline")
     e.add_argument("--data", required=True, metavar="FILE", help="the rows to evaluate")
-    e.add_argument("--task", choices=TASKS, default=None, help="default: classify")
+    e.add_argument("--task", choices=TASKS, default=None,
+                   help="default: the run's own task, else classify")
     e.add_argument("--config", default=None, metavar="YAML", help="evaluation settings file")
     e.add_argument("--text-field", default=None, metavar="F", help="the column with the prompt")
     e.add_argument("--label-field", default=None, metavar="L",
@@ -40,9 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--labels", default=None, metavar="a,b,c", help="the classes, in order")
     e.add_argument("--label-names", default=None, metavar="0=negative,1=positive",
                    help="the word the prompt uses for each label")
-    e.add_argument("--system", default=None, help="the system prompt (default: built per task)")
-    e.add_argument("--method", choices=("generate", "likelihood"), default=None,
-                   help="classify/bbq: match the free answer, or score each label (default generate)")
+    e.add_argument("--system", default=None,
+                   help="the system prompt (default: the run's task, else built per task)")
+    e.add_argument("--template", default=None, metavar="TEXT",
+                   help="the user turn with {text} (and {labels}) (default: the run's task)")
+    e.add_argument("--method", choices=("likelihood", "generate"), default=None,
+                   help="classify/bbq: score each label word, or match the free answer "
+                        "(default: likelihood for classify, generate for bbq)")
+    e.add_argument("--abstain-below", type=rate, default=None, metavar="P",
+                   help="classify: no answer when the top label probability is under P")
     e.add_argument("--normalizer", choices=("exact", "gsm8k", "last_number", "number"),
                    default=None, help="generate: how answers are compared for exact match")
     e.add_argument("--limit", type=positive_int, default=None, metavar="N",
@@ -114,7 +121,8 @@ def settings_from_args(a: argparse.Namespace):
     overrides = {
         "task": a.task, "text_field": a.text_field, "label_field": a.label_field,
         "labels": _split(a.labels), "label_names": _names(a.label_names),
-        "system_prompt": a.system, "method": a.method, "normalizer": a.normalizer,
+        "system_prompt": a.system, "template": a.template, "method": a.method,
+        "abstain_below": a.abstain_below, "normalizer": a.normalizer,
         "limit": a.limit, "max_new_tokens": a.max_new_tokens, "batch_size": a.batch_size,
         "slice_by": _split(a.slice_by), "group_field": a.group_field,
         "counterfactual": _split(a.counterfactual), "terms": a.terms,
@@ -147,7 +155,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return exits.PROBLEMS if a.fail_on_bias and failures else exits.OK
 
 
-_HEADLINE = {"classify": ("accuracy", "macro_f1", "micro_f1", "unparseable"),
+_HEADLINE = {"classify": ("accuracy", "macro_f1", "micro_f1", "ece", "unparseable"),
              "regress": ("mae", "rmse", "r2", "pearson", "spearman", "unparseable"),
              "generate": ("exact_match", "rouge_l", "bleu", "chrf", "unparseable"),
              "perplexity": ("loss", "perplexity", "tokens"),

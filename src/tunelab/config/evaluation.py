@@ -20,14 +20,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.config.problems import validation_problems
+from tunelab.config.task import Normalizer, ScoreMethod, TaskSettings
 from tunelab.errors import ConfigError
 from tunelab.files import read_yaml_mapping
 
 TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq"]
-Normalizer = Literal["exact", "gsm8k", "last_number", "number"]
 # Tokens per generated answer by task: a label or a number is short, a worked answer is not.
 DEFAULT_MAX_NEW_TOKENS = {"classify": 12, "bbq": 12, "regress": 12, "generate": 256,
                           "perplexity": 1}
+# How a task picks among fixed answers: a classifier scores its label words (every answer
+# is then a valid label, with probabilities); BBQ matches the letter it generates.
+DEFAULT_METHOD: dict[str, ScoreMethod] = {"classify": "likelihood", "bbq": "generate"}
 
 
 class _Section(BaseModel):
@@ -52,8 +55,11 @@ class EvalSettings(_Section):
     label_field: str = "label"  # the column (or meta key) with the truth / reference
     labels: list[str] | None = None  # classify: the classes as written in the file
     label_names: dict[str, str] = Field(default_factory=dict)  # file label -> word in the prompt
-    system_prompt: str | None = None  # None: classify/regress build one; others send none
-    method: Literal["generate", "likelihood"] = "generate"  # classify/bbq: free answer or label scores
+    system_prompt: str | None = None  # None: classify/regress build one; others send none ("" = none)
+    template: str | None = None  # the user turn with {text} (and {labels}); None: the task's default
+    method: ScoreMethod | None = None  # classify/bbq: label scores or free answer; None: likelihood
+    # for classify, generate for bbq
+    abstain_below: float | None = Field(None, gt=0, lt=1)  # classify, likelihood: abstain under this
     normalizer: Normalizer = "exact"  # generate: how answers are compared for exact match
     max_new_tokens: int | None = Field(None, gt=0)  # per answer; None: the task's default
     batch_size: int = Field(16, gt=0)  # prompts per forward pass
@@ -71,8 +77,12 @@ class EvalSettings(_Section):
 
     @model_validator(mode="after")
     def _task_tokens(self) -> EvalSettings:
+        # Filled in through __dict__: an assignment would count them as given, and
+        # ``with_task`` must know which values the user chose.
         if self.max_new_tokens is None:
-            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.task]
+            self.__dict__["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS[self.task]
+        if self.method is None and self.task in ("classify", "bbq"):
+            self.__dict__["method"] = DEFAULT_METHOD[self.task]
         return self
 
     @field_validator("labels", mode="before")
@@ -147,3 +157,26 @@ def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None =
         if value is not None:
             data[key] = value
     return eval_settings(data, source)
+
+
+def with_task(s: EvalSettings, task: TaskSettings) -> EvalSettings:
+    """The settings of evaluating a run that declares ``task``: the run's task, columns,
+    labels, answer words, prompt and scoring, except where ``s`` was given a value (a
+    flag or the evaluation config), which wins.
+
+    Raises:
+        ConfigError: the merged settings do not fit together.
+    """
+    given = s.model_dump(include=s.model_fields_set)
+    if "task" in given and given["task"] != task.type:
+        return s  # another task was asked for: the run's task does not apply
+    labels = task.label_list()
+    from_task: dict[str, Any] = {
+        "task": task.type, "text_field": task.text_field, "label_field": task.label_field,
+        "labels": labels, "label_names": task.label_names(), "system_prompt": task.system_prompt,
+        "template": task.template, "normalizer": task.normalizer,
+        "abstain_below": task.abstain_below,
+    }
+    if task.type == "classify":
+        from_task["method"] = task.method
+    return eval_settings({**{k: v for k, v in from_task.items() if v is not None}, **given})

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tunelab.config.evaluation import TrainEvalTask
+from tunelab.config.task import TaskSettings
 
 # Input formats by name; tunelab.data.formats implements each (a test keeps them equal).
 FormatName = Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text",
@@ -56,6 +57,7 @@ class DataSettings(_Section):
     train: list[DataSource]
     validation: list[DataSource] = Field(default_factory=list)
     validation_split: float = Field(0.0, ge=0, lt=1)  # fraction of train held out when no validation file
+    train_rows: int | None = Field(None, gt=0)  # a seeded random N of the training rows (after the split)
     chat_template: str | None = None  # None: the tokenizer's; or "chatml", a .jinja path, a template
     max_length: int = Field(DEFAULT_MAX_LENGTH, gt=0)  # tokens, after the chat template
     overlength: Literal["drop", "truncate", "error"] = "drop"  # counts go in the run summary
@@ -249,6 +251,7 @@ class PhaseSettings(_Section):
 class RunConfig(_Section):
     """A whole run: the only object that sees every section."""
 
+    task: TaskSettings | None = None  # None: rows are read by format (chats, Alpaca, ...)
     model: ModelSettings = Field(default_factory=ModelSettings)
     data: DataSettings
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -258,3 +261,16 @@ class RunConfig(_Section):
     search: SearchSettings | None = None  # used by `tunelab tune`; `tunelab train` ignores it
     phases: list[PhaseSettings] = Field(default_factory=list)  # empty: one phase, the sections above
     eval_tasks: list[TrainEvalTask] = Field(default_factory=list)  # `tunelab eval` tasks at validations
+
+    @model_validator(mode="after")
+    def _task_reads_tables(self) -> RunConfig:
+        # A task reads its own columns; a format would say to read the rows another way.
+        if self.task is not None:
+            named = [f"{key}[{i}] ({s.path}): format {s.format!r}"
+                     for key in ("train", "validation")
+                     for i, s in enumerate(getattr(self.data, key)) if s.format != "auto"]
+            if named:
+                raise ValueError("a run with a task reads each table's task.text_field and "
+                                 f"task.label_field, so data sources take no format: {'; '.join(named)}; "
+                                 "remove `format`, or remove the task section")
+        return self

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -174,7 +175,8 @@ def load_examples(path: str | Path, format: str = "auto",
 
 
 def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int,
-                 reporter: Reporter = SILENT) -> list[Example]:
+                 reporter: Reporter = SILENT,
+                 read: Callable[[str | Path, str], list[Example]] | None = None) -> list[Example]:
     """Load several files and repeat or subsample each by its weight.
 
     A weight of 1.0 keeps every row once, 2.0 twice, 0.5 a seeded random half (rounded
@@ -186,6 +188,8 @@ def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int,
         sources: ``(path, format, weight)`` per file; ``format`` as in ``load_examples``.
         seed: the same seed gives the same rows.
         reporter: told each file's warnings, and of a weight that keeps no row.
+        read: ``(path, format) -> examples`` instead of ``load_examples`` (a run with a
+            task renders its tables through ``tunelab.data.task``).
 
     Returns:
         The examples of every source.
@@ -207,7 +211,7 @@ def load_mixture(sources: list[tuple[str | Path, str, float]], seed: int,
                           "rather than giving it weight 0")
             continue
         try:
-            loaded.append(load_examples(path, fmt, reporter))
+            loaded.append(read(path, fmt) if read is not None else load_examples(path, fmt, reporter))
         except DataError as e:
             report.extend(e.findings or [f"{e.message} ({e.hint})" if e.hint else e.message])
     if report:

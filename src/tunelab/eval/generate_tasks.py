@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tunelab.data.task import TaskPrompt, task_chat
 from tunelab.eval.metrics import NORMALIZERS, text_metrics
-from tunelab.eval.prompts import with_system
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import ModelCallables, TaskResult, mean_stat
 
@@ -34,14 +34,16 @@ def generation_result(model_name: str, rows: Sequence[EvalRow], answers: Sequenc
 
 
 def run_generate(model: ModelCallables, rows: Sequence[EvalRow], normalizer: str = "exact",
-                 system: str | None = None) -> TaskResult:
+                 prompt: TaskPrompt | None = None) -> TaskResult:
     """Generate an answer per row and score it against the row's reference.
 
     Args:
         model: the model's callables (``predict`` is used).
         rows: rows with references.
         normalizer: one of ``tunelab.eval.metrics.NORMALIZERS``.
-        system: a system prompt added to rows without one; None adds none.
+        prompt: the task's prompt (``tunelab.data.task``); None: the generate defaults
+            (no system turn, the text as the user turn).
     """
-    chats = [with_system(r.prompt, system) for r in rows]
+    prompt = prompt or TaskPrompt("generate")
+    chats = [task_chat(prompt, r.prompt) for r in rows]
     return generation_result(model.name, rows, model.predict(chats), normalizer)

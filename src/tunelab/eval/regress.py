@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tunelab.data.task import TaskPrompt, task_chat
 from tunelab.errors import DataError
 from tunelab.eval.metrics import first_number, regression_metrics
-from tunelab.eval.prompts import REGRESSION_SYSTEM_PROMPT, with_system
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import ModelCallables, TaskResult, mean_stat
 
@@ -58,18 +58,19 @@ def regression_result(model_name: str, rows: Sequence[EvalRow], answers: Sequenc
 
 
 def run_regress(model: ModelCallables, rows: Sequence[EvalRow],
-                system: str | None = None) -> TaskResult:
+                prompt: TaskPrompt | None = None) -> TaskResult:
     """Ask for a number per row and score the parsed numbers.
 
     Args:
         model: the model's callables (``predict`` is used).
         rows: rows whose reference is a number.
-        system: the system prompt; None asks for a single number.
+        prompt: the task's prompt (``tunelab.data.task``); None: the regress defaults
+            (a system turn asking for a single number, the text as the user turn).
 
     Raises:
         DataError: a reference is not a number.
     """
     true_values(rows)  # refuse bad references before the model runs
-    chats = [with_system(r.prompt, system if system is not None else REGRESSION_SYSTEM_PROMPT)
-             for r in rows]
+    prompt = prompt or TaskPrompt("regress")
+    chats = [task_chat(prompt, r.prompt) for r in rows]
     return regression_result(model.name, rows, model.predict(chats))

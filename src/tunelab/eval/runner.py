@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from tunelab.config.evaluation import EvalSettings
 from tunelab.data.table import read_table
+from tunelab.data.task import LabelSet, TaskPrompt
 from tunelab.eval import bbq as bbq_task
 from tunelab.eval.generate_tasks import run_generate
 from tunelab.eval.perplexity import run_perplexity
-from tunelab.eval.prompts import LabelSet
 from tunelab.eval.regress import run_regress
 from tunelab.eval.rows import EvalRow, load_rows, require_references
 from tunelab.eval.tasks import ModelCallables, TaskResult, run_classify
@@ -67,19 +67,29 @@ def load_eval_data(path: str, s: EvalSettings, reporter: Reporter = SILENT) -> E
     return EvalData(rows, None, label_set)
 
 
+def task_prompt(s: EvalSettings, label_set: LabelSet | None) -> TaskPrompt:
+    """The prompt of the task as these settings declare it (``tunelab.data.task``)."""
+    words = tuple(label_set.words) if label_set is not None else ()
+    return TaskPrompt(s.task, words, s.system_prompt, s.template)
+
+
 def task_runner(s: EvalSettings, data: EvalData, model: ModelCallables) -> Callable[[list[EvalRow]], TaskResult]:
     """The task as a function of rows (the counterfactual probe re-runs it on variants)."""
+    prompt = task_prompt(s, data.label_set)
     if s.task == "classify":
         label_set = data.label_set
-        assert label_set is not None  # load_eval_data builds it for classify
-        return lambda rows: run_classify(model, rows, label_set, s.method, s.system_prompt)
+        assert label_set is not None and s.method is not None  # load_eval_data builds it
+        method = s.method
+        return lambda rows: run_classify(model, rows, label_set, method, prompt, s.abstain_below)
     if s.task == "regress":
-        return lambda rows: run_regress(model, rows, s.system_prompt)
+        return lambda rows: run_regress(model, rows, prompt)
     if s.task == "generate":
-        return lambda rows: run_generate(model, rows, s.normalizer, s.system_prompt)
+        return lambda rows: run_generate(model, rows, s.normalizer, prompt)
     if s.task == "perplexity":
         return lambda rows: run_perplexity(model, rows)
     ids = [r.id for r in data.rows]
     bbq_rows = data.bbq_rows
     assert bbq_rows is not None  # load_eval_data keeps them for bbq
-    return lambda rows: bbq_task.run_bbq(model, bbq_rows, ids, s.method)
+    bbq_method = s.method
+    assert bbq_method is not None  # EvalSettings fills in the task's method
+    return lambda rows: bbq_task.run_bbq(model, bbq_rows, ids, bbq_method)

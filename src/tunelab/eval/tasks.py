@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from tunelab.data.example import Message
+from tunelab.data.task import LabelSet, TaskPrompt, task_chat
 from tunelab.errors import DataError
 from tunelab.eval.classify import classification_metrics, match_label
-from tunelab.eval.prompts import LabelSet, classification_chat
 from tunelab.eval.rows import EvalRow
 
 Chats = list[list[Message]]
@@ -127,17 +127,38 @@ def check_labels(rows: Sequence[EvalRow], labels: Sequence[str], option: str = "
                         hint=f"add the label to {option}, or fix the rows")
 
 
-def classify_prompts(rows: Sequence[EvalRow], label_set: LabelSet, system: str | None) -> Chats:
-    """Each row's chat as a classification question (``prompts.classification_chat``)."""
-    return [classification_chat(r.prompt, label_set.words, system) for r in rows]
+def classify_prompts(rows: Sequence[EvalRow], prompt: TaskPrompt) -> Chats:
+    """Each row's chat as the task asks it (``tunelab.data.task.task_chat``, as in training)."""
+    return [task_chat(prompt, r.prompt) for r in rows]
+
+
+def _softmax(scores: Sequence[float]) -> list[float]:
+    arr = np.asarray(scores, dtype=float)
+    arr = np.exp(arr - arr.max())
+    return [float(x) for x in arr / arr.sum()]
+
+
+@dataclass
+class Predictions:
+    """A classifier's answers: the text, the table label (None: unparseable or abstained),
+    and with likelihood scoring each label's probability (label order)."""
+
+    answers: list[str]
+    labels: list[str | None]
+    probabilities: list[list[float]] | None = None
+
+
+ABSTAINED = "(abstained)"  # the answer recorded when the top probability is under the threshold
 
 
 def predict_labels(model: ModelCallables, chats: Chats, label_set: LabelSet,
-                   method: str) -> tuple[list[str], list[str | None]]:
-    """Answers and the file label each maps to (None: unparseable).
+                   method: str, abstain_below: float | None = None) -> Predictions:
+    """Answers and the table label each maps to.
 
     ``generate``: the free answer is matched to the label words (``match_label``);
-    ``likelihood``: each label word is scored as the answer and the likeliest wins.
+    ``likelihood``: each label word is scored as the whole answer (its tokens and the
+    end of turn), the probabilities are the softmax of those log-likelihoods over the
+    labels, and the likeliest wins, unless its probability is under ``abstain_below``.
 
     Raises:
         DataError: ``likelihood`` was asked for but the model cannot score answers.
@@ -147,30 +168,86 @@ def predict_labels(model: ModelCallables, chats: Chats, label_set: LabelSet,
         if model.score_choices is None:
             raise DataError(f"{model.name}: this model cannot score answers by likelihood",
                             hint="use --method generate")
-        scores = model.score_choices(chats, [words] * len(chats))
-        answers = [words[int(np.argmax(s))] for s in scores]
-        return answers, [label_set.label_of(a) for a in answers]
+        probs = [_softmax(s) for s in model.score_choices(chats, [words] * len(chats))]
+        answers: list[str] = []
+        labels: list[str | None] = []
+        for p in probs:
+            best = int(np.argmax(p))
+            if abstain_below is not None and p[best] < abstain_below:
+                answers.append(ABSTAINED)
+                labels.append(None)
+            else:
+                answers.append(words[best])
+                labels.append(label_set.labels[best])
+        return Predictions(answers, labels, probs)
     answers = list(model.predict(chats))
     if len(answers) != len(chats):
         raise DataError(f"{model.name}: {len(answers)} answers for {len(chats)} prompts",
                         hint="the predict callable must answer every chat once, in order")
-    return answers, [label_set.label_of(match_label(a, words)) for a in answers]
+    return Predictions(answers, [label_set.label_of(match_label(a, words)) for a in answers])
 
 
-def classification_result(model_name: str, rows: Sequence[EvalRow], answers: Sequence[str],
-                          predicted: Sequence[str | None], label_set: LabelSet,
-                          method: str) -> TaskResult:
-    """Score predicted labels: metrics, per-row records and bootstrap-ready statistics."""
+CALIBRATION_BINS = 10  # equal-width confidence bins of the expected calibration error
+
+
+def calibration(confidence: Sequence[float], correct: Sequence[bool],
+                bins: int = CALIBRATION_BINS) -> dict:
+    """Expected calibration error and the reliability table of top-label probabilities.
+
+    ECE is the row-weighted mean of |accuracy - mean confidence| over equal-width
+    confidence bins (Guo et al., 2017); the bins are what the reliability plot draws.
+    """
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for i in range(bins):
+        lo, hi = edges[i], edges[i + 1]
+        inside = (conf > lo) & (conf <= hi) if i else (conf >= lo) & (conf <= hi)
+        n = int(inside.sum())
+        if n:
+            acc, mean_conf = float(ok[inside].mean()), float(conf[inside].mean())
+            ece += n / conf.size * abs(acc - mean_conf)
+            table.append({"low": float(lo), "high": float(hi), "n": n,
+                          "confidence": mean_conf, "accuracy": acc})
+    return {"ece": float(ece) if conf.size else None, "bins": table}
+
+
+def classification_result(model_name: str, rows: Sequence[EvalRow], preds: Predictions,
+                          label_set: LabelSet, method: str,
+                          abstain_below: float | None = None) -> TaskResult:
+    """Score predicted labels: metrics, per-row records and bootstrap-ready statistics.
+
+    With probabilities (likelihood scoring) the metrics add ``calibration`` (ECE and the
+    reliability bins), each record its ``probabilities`` and ``confidence``; abstained
+    rows count as wrong in ``accuracy`` and are left out of ``answered_accuracy``.
+    """
     labels = list(label_set.labels)
     truths = [str(r.reference) for r in rows]
+    predicted = preds.labels
     metrics = classification_metrics(truths, predicted, labels)
     metrics.update(method=method, label_words={lab: label_set.word(lab) for lab in labels})
     index = {lab: i for i, lab in enumerate(labels)}
     k = len(labels)
     t = np.array([index[x] for x in truths], dtype=int)
     p = np.array([k if x is None else index[x] for x in predicted], dtype=int)
-    records = [{"id": r.id, "answer": a, "predicted": pr, "reference": tr, "correct": pr == tr}
-               for r, a, pr, tr in zip(rows, answers, predicted, truths, strict=True)]
+    records: list[dict] = [{"id": r.id, "answer": a, "predicted": pr, "reference": tr,
+                            "correct": pr == tr}
+                           for r, a, pr, tr in zip(rows, preds.answers, predicted, truths, strict=True)]
+    if preds.probabilities is not None:
+        top = [max(ps) for ps in preds.probabilities]
+        top_ok = [labels[int(np.argmax(ps))] == tr
+                  for ps, tr in zip(preds.probabilities, truths, strict=True)]
+        metrics["calibration"] = calibration(top, top_ok)
+        metrics["ece"] = metrics["calibration"]["ece"]
+        for rec, ps, c in zip(records, preds.probabilities, top, strict=True):
+            rec["probabilities"] = dict(zip(labels, ps, strict=True))
+            rec["confidence"] = c
+        abstained = sum(a == ABSTAINED for a in preds.answers)
+        answered = [ok for ok, a in zip(top_ok, preds.answers, strict=True) if a != ABSTAINED]
+        metrics.update(abstain_below=abstain_below, abstained=abstained,
+                       coverage=len(answered) / len(rows) if rows else 0.0,
+                       answered_accuracy=sum(answered) / len(answered) if answered else None)
     metrics.update(_averaged_prf(t, p, k))
     stats = {"accuracy": mean_stat([float(x) for x in (t == p)]),
              "macro_f1": _macro_f1_stat(t, p, k)}
@@ -178,20 +255,23 @@ def classification_result(model_name: str, rows: Sequence[EvalRow], answers: Seq
 
 
 def run_classify(model: ModelCallables, rows: Sequence[EvalRow], label_set: LabelSet,
-                 method: str = "generate", system: str | None = None) -> TaskResult:
-    """Classify every row and score it (accuracy, macro/micro P/R/F1, confusion matrix).
+                 method: str = "likelihood", prompt: TaskPrompt | None = None,
+                 abstain_below: float | None = None) -> TaskResult:
+    """Classify every row and score it (accuracy, macro/micro P/R/F1, confusion matrix,
+    and with likelihood scoring class probabilities and calibration).
 
     Args:
         model: the model's callables.
         rows: rows whose reference is a label of ``label_set``.
-        label_set: the labels and the words the prompt uses.
-        method: ``generate`` (match the free answer) or ``likelihood`` (score each word).
-        system: the system prompt; None builds one that lists the label words.
+        label_set: the labels and the words the model answers.
+        method: ``likelihood`` (score each word) or ``generate`` (match the free answer).
+        prompt: the task's prompt; None: the classify defaults for these words.
+        abstain_below: likelihood only: no answer when the top probability is lower.
 
     Raises:
         DataError: a row's label is unknown, or the model cannot do ``method``.
     """
     check_labels(rows, label_set.labels)
-    chats = classify_prompts(rows, label_set, system)
-    answers, predicted = predict_labels(model, chats, label_set, method)
-    return classification_result(model.name, rows, answers, predicted, label_set, method)
+    prompt = prompt or TaskPrompt("classify", tuple(label_set.words))
+    preds = predict_labels(model, classify_prompts(rows, prompt), label_set, method, abstain_below)
+    return classification_result(model.name, rows, preds, label_set, method, abstain_below)

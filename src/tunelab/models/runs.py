@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from tunelab.config.problems import validation_problems
 from tunelab.config.schema import DEFAULT_RUNS_DIR
-from tunelab.errors import StoreError
+from tunelab.config.task import TaskSettings
+from tunelab.errors import ConfigError, StoreError
 from tunelab.files import read_yaml_mapping, set_new_file_mode
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
@@ -26,6 +30,7 @@ class Loaded:
     tokenizer: Any
     chat_template: str | None
     label: str
+    task: TaskSettings | None = None  # the task a run was trained for (None: none declared)
 
 
 def _run_base_path(run_dir: Path, trust_remote_code: bool, reporter: Reporter) -> Path:
@@ -47,6 +52,30 @@ def run_settings(run_dir: Path) -> dict:
         ConfigError: the run's ``config.yaml`` is missing, not YAML or not a mapping.
     """
     return read_yaml_mapping(run_dir / "config.yaml", "run config")
+
+
+def task_of_run(run_dir: Path) -> TaskSettings | None:
+    """The task a run folder was trained for, as training resolved it (None: no task).
+
+    Raises:
+        ConfigError: the run's config is unreadable or its task section is invalid.
+    """
+    raw = run_settings(run_dir).get("task")
+    if raw is None:
+        return None
+    try:
+        return TaskSettings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError([f"task.{p}" for p in validation_problems(e, TaskSettings)],
+                          str(run_dir / "config.yaml")) from None
+
+
+def run_task(ref: str, runs_dir: str = DEFAULT_RUNS_DIR) -> TaskSettings | None:
+    """The task of a run reference (None: not a run, or a run without a task)."""
+    run_dir = find_run(ref, runs_dir)
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return None
+    return task_of_run(run_dir)
 
 
 def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = "float32",
@@ -74,9 +103,11 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
     cfg = run_settings(run_dir)
     trust = bool(cfg["model"].get("trust_remote_code", False))
     template = cfg["data"].get("chat_template")
+    task = task_of_run(run_dir)
     tok = load_tokenizer(run_dir / "tokenizer", trust_remote_code=trust)
     if (run_dir / "model").is_dir():
-        return Loaded(load_causal_lm(run_dir / "model", trust, dtype), tok, template, run_dir.name)
+        return Loaded(load_causal_lm(run_dir / "model", trust, dtype), tok, template, run_dir.name,
+                      task)
     if not (run_dir / "adapter").is_dir():
         raise StoreError(f"run {run_dir} has neither adapter/ nor model/", hint="train it again")
     from peft import PeftModel
@@ -86,7 +117,7 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
         base.resize_token_embeddings(len(tok), mean_resizing=False)
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
     model.eval()
-    return Loaded(model, tok, template, run_dir.name)
+    return Loaded(model, tok, template, run_dir.name, task)
 
 
 def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwrite: bool = False,

@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.config.evaluation import EvalSettings
+from tunelab.config.evaluation import EvalSettings, with_task
 from tunelab.config.schema import DEFAULT_RUNS_DIR
+from tunelab.data.table import read_table
+from tunelab.data.task import find_text_field
 from tunelab.errors import ConfigError
 from tunelab.eval.callables import load_callables
 from tunelab.eval.compare import compare_results
@@ -26,6 +28,7 @@ from tunelab.eval.runner import EvalData, load_eval_data, task_runner
 from tunelab.eval.slices import all_slices
 from tunelab.eval.tasks import ModelCallables, TaskResult
 from tunelab.eval.terms import load_terms
+from tunelab.models.runs import run_task
 from tunelab.tracking.reporter import SILENT, Reporter
 
 
@@ -76,6 +79,38 @@ def _fairness(s: EvalSettings, data: EvalData, result: TaskResult,
     return out
 
 
+def _run_task_settings(models: Sequence[str], data_path: str, s: EvalSettings, runs_dir: str,
+                       reporter: Reporter) -> EvalSettings:
+    """The settings with the first model's task (when it is a run that declares one) filling
+    in what was not given, so the run is asked the prompt it was trained on."""
+    if not models:
+        return s
+    task = run_task(models[0], runs_dir)
+    for other in models[1:]:
+        if task is not None and run_task(other, runs_dir) not in (None, task):
+            reporter.warning(f"{other} was trained for another task than {models[0]}; every "
+                             f"model is asked {models[0]}'s prompt")
+    if task is None:
+        return s
+    merged = with_task(s, task)
+    if merged is s:
+        reporter.warning(f"{models[0]} was trained for the {task.type} task; evaluating it as "
+                         f"{s.task} asks prompts it never saw")
+        return s
+    if "text_field" not in s.model_fields_set and merged.text_field is not None:
+        table = read_table(data_path)
+        if merged.text_field not in table.columns:
+            found = find_text_field(table, task.model_copy(update={"text_field": None}))
+            reporter.info(f"{data_path} has no {merged.text_field!r} column (the run's text); "
+                          f"reading {found!r} instead (set --text-field to choose)")
+            merged = merged.model_copy(update={"text_field": found})
+    words = f", answers {', '.join(merged.label_names.get(x, x) for x in merged.labels or [])}" \
+        if merged.task == "classify" else ""
+    reporter.info(f"task from the run {models[0]}: {merged.task}, reading {merged.text_field!r}"
+                  f"{words}, scored by {merged.method or 'its answers'}")
+    return merged
+
+
 def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings,
                    runs_dir: str = DEFAULT_RUNS_DIR, report_dir: str | None = None,
                    reporter: Reporter = SILENT,
@@ -101,7 +136,7 @@ def run_evaluation(models: Sequence[str], data_path: str, settings: EvalSettings
         DataError: unreadable data or rows the task cannot use.
         ModelError, StoreError: a model cannot be loaded.
     """
-    s = settings
+    s = _run_task_settings(models, data_path, settings, runs_dir, reporter)
     _check_settings(s, len(models), report_dir)
     max_new_tokens = s.max_new_tokens
     assert max_new_tokens is not None  # EvalSettings fills in the task's default

@@ -14,6 +14,7 @@ everything a person should see goes to the ``Reporter`` it is given.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tunelab.config.loader import dump_config
 from tunelab.config.schema import RunConfig
 from tunelab.data.length import LengthReport, apply_length_policy
 from tunelab.data.load import holdout_split, load_mixture
+from tunelab.data.task import resolve_task, task_loader
 from tunelab.data.template import TokenizedExample, resolve_chat_template, tokenize_example
 from tunelab.errors import TrainingError
 from tunelab.files import set_new_file_mode, write_atomic, write_json_atomic, write_text_atomic
@@ -161,21 +163,52 @@ def _tokenize(run: FinetuneRun, examples: list,
 
 
 def _load_examples(run: FinetuneRun) -> tuple[list, list]:
-    """Read and validate every input file first: bad rows stop the run before any cost."""
+    """Read and validate every input file first: bad rows stop the run before any cost.
+
+    With a task, each table is rendered through the task (``tunelab.data.task``) and
+    the run's config keeps the task resolved (its text column and labels written out),
+    so evaluation and serving ask the same prompt.
+    """
     ds, seed = run.cfg.data, run.cfg.train.seed
     files = len(ds.train) + len(ds.validation)
-    if run.world.is_main:
-        run.reporter.info(f"reading data: {files} file{'s' * (files != 1)}")
-    train_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.train], seed, run.reporter)
+    reporter = run.reporter if run.world.is_main else SILENT
+    reporter.info(f"reading data: {files} file{'s' * (files != 1)}")
+    read = None
+    if run.cfg.task is not None:
+        task, label_set = resolve_task(run.cfg.task, [s.path for s in ds.train], reporter)
+        run.cfg = run.cfg.model_copy(update={"task": task})
+        read = task_loader(task, label_set, reporter)
+        words = f" answering {', '.join(label_set.words)}" if label_set is not None else ""
+        reporter.info(f"task: {task.type}, reading {task.text_field!r}{words}")
+    train_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.train], seed, reporter,
+                            read)
     if ds.validation:
         val_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.validation], seed,
-                              run.reporter)
+                              reporter, read)
     else:
         train_ex, val_ex = holdout_split(train_ex, ds.validation_split, seed)
+    if ds.train_rows is not None:
+        train_ex = _first_rows(train_ex, ds.train_rows, seed, reporter)
     if run.world.is_main:
         run.reporter.info(f"read {len(train_ex) + len(val_ex)} rows: {len(train_ex)} for training, "
                           f"{len(val_ex)} for validation")
     return train_ex, val_ex
+
+
+def _first_rows(rows: list, n: int, seed: int, reporter: Reporter) -> list:
+    """``data.train_rows``: a seeded random ``n`` of the rows, in their order.
+
+    The rows are the first ``n`` of one seeded shuffle, so a smaller ``n`` keeps a
+    subset of a larger one (the slices of ``tunelab data curve`` are nested).
+    """
+    if n >= len(rows):
+        if n > len(rows):
+            reporter.warning(f"data.train_rows is {n:,} but there are {len(rows):,} training "
+                             "rows; training on all of them")
+        return rows
+    order = list(range(len(rows)))
+    random.Random(f"tunelab.train_rows:{seed}").shuffle(order)
+    return [rows[i] for i in sorted(order[:n])]
 
 
 def _setup_data(run: FinetuneRun, train_ex: list, val_ex: list) -> None:

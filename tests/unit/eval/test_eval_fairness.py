@@ -9,9 +9,9 @@ from fairlearn.metrics import demographic_parity_difference, equalized_odds_diff
 from tunelab.data.example import Message
 from tunelab.errors import ConfigError
 from tunelab.eval.fairness import Swapper, bias_failures, counterfactual_probe, group_fairness
-from tunelab.eval.prompts import LabelSet
+from tunelab.data.task import LabelSet
 from tunelab.eval.rows import EvalRow
-from tunelab.eval.tasks import classification_result
+from tunelab.eval.tasks import Predictions, classification_result
 from tunelab.eval.terms import DEFAULT_TERMS, load_terms
 
 
@@ -32,8 +32,8 @@ def fake_classifier(rows: list[EvalRow]):
         answers.append("1" if any(f" {w} " in f" {text} " for w in ("she", "her", "woman"))
                        else "0")
     del female
-    return classification_result("fake", rows, answers, answers, LabelSet.build(["0", "1"]),
-                                 "generate")
+    return classification_result("fake", rows, Predictions(answers, list(answers)),
+                                 LabelSet.build(["0", "1"]), "generate")
 
 
 def test_counterfactual_probe_reports_flips_and_the_gap():

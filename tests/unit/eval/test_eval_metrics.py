@@ -20,9 +20,9 @@ from tunelab.eval.metrics import (
     regression_metrics,
     text_metrics,
 )
-from tunelab.eval.prompts import LabelSet
+from tunelab.data.task import LabelSet
 from tunelab.eval.rows import EvalRow
-from tunelab.eval.tasks import classification_result
+from tunelab.eval.tasks import Predictions, classification_result
 
 Y_TRUE = [3.0, -0.5, 2.0, 7.0, 4.2, 1.1, 0.0, 5.5]
 Y_PRED = [2.5, 0.0, 2.0, 8.0, 3.9, 1.5, -0.3, 6.0]
@@ -90,7 +90,7 @@ def test_classification_result_matches_sklearn():
     truth = ["neg", "neg", "neu", "pos", "pos", "pos", "neu", "neg", "pos", "neu"]
     pred = ["neg", "pos", None, "pos", "neu", "pos", "neu", None, "pos", "neg"]
     rows = [EvalRow(str(i), [], t) for i, t in enumerate(truth)]
-    r = classification_result("m", rows, [p or "?" for p in pred], pred,
+    r = classification_result("m", rows, Predictions([p or "?" for p in pred], pred),
                               LabelSet.build(labels), "generate")
     # Unparseable answers as a code outside `labels`: a miss, never a predicted class.
     y_pred = [p or "unparseable" for p in pred]

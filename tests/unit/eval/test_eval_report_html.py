@@ -54,7 +54,7 @@ def write_rows(path: Path) -> Path:
 @pytest.fixture
 def evaluation(tmp_path):
     data = write_rows(tmp_path / "rows.jsonl")
-    s = eval_settings({"text_field": "text", "labels": [0, 1],
+    s = eval_settings({"text_field": "text", "labels": [0, 1], "method": "generate",
                        "label_names": {"0": "negative", "1": "positive"},
                        "slice_by": ["source", "length", "label"], "group_field": "group",
                        "counterfactual": ["gender", "religion"], "review_rows": 10,

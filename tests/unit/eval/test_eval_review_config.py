@@ -11,7 +11,7 @@ from sklearn.metrics import cohen_kappa_score
 from tunelab.config.evaluation import load_eval_config
 from tunelab.data.example import Message
 from tunelab.errors import ConfigError, DataError
-from tunelab.eval.prompts import LabelSet, classification_chat
+from tunelab.data.task import LabelSet, TaskPrompt, task_chat
 from tunelab.eval.review import import_reviews, write_review_sheet
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import TaskResult
@@ -98,10 +98,11 @@ def test_eval_config_reads_yaml_and_flags_override(tmp_path):
 def test_label_set_maps_words_and_builds_the_default_prompt():
     ls = LabelSet.build(["0", "1"], {"0": "negative", "1": "positive"})
     assert ls.words == ["negative", "positive"] and ls.label_of("positive") == "1"
-    chat = classification_chat([Message("user", "a fine film")], ls.words, None)
+    prompt = TaskPrompt("classify", tuple(ls.words))
+    chat = task_chat(prompt, [Message("user", "a fine film")])
     assert chat[0].role == "system" and "negative, positive" in chat[0].content
     assert chat[1].content.startswith("Text: a fine film") and "negative or positive?" in chat[1].content
     own = [Message("system", "mine"), Message("user", "x")]
-    assert classification_chat(own, ls.words, None) == own
+    assert task_chat(prompt, own) == own
     with pytest.raises(ConfigError, match="not one of the labels"):
         LabelSet.build(["0", "1"], {"2": "neutral"})
