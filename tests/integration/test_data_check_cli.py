@@ -165,3 +165,27 @@ def test_errors_of_every_row_are_capped_per_code_with_the_total(tmp_path, capsys
     assert "5,000 rejected; 5,001 error(s)" in out  # and too_few_rows
     assert cli(["data", "check", str(path), "--model", "none", "--all"]) == 1
     assert capsys.readouterr().out.count("[empty_content]") == 5000
+
+
+def test_a_text_and_label_table_checks_as_classification_naming_unused_columns(tmp_path, capsys):
+    path = tmp_path / "data.tsv"
+    path.write_text("text\tlabel\tidx\n" + "".join(f"review {i} of a {'fine' if i % 2 else 'dull'}"
+                                                  f" film\t{i % 2}\t{i}\n" for i in range(12)))
+    assert cli(["data", "check", str(path), "--model", "none"]) == 0  # a warning: still exit 0
+    out = capsys.readouterr().out
+    assert (f"warning: {path}:0 -: [unused_columns] column 'idx' is not used by the "
+            "classification format (kept as metadata for slices)") in out
+    assert out.count("[unused_columns]") == 1  # once for the file, not per row
+    assert (f"{path}: ok: classification, 12 rows read, 12 accepted, 0 rejected; 0 error(s), "
+            "1 warning(s)") in out
+    assert cli(["data", "check", str(path), "--model", "none", "--format", "text"]) == 0
+    out = capsys.readouterr().out
+    assert (f"warning: {path}:0 -: [unused_columns] columns 'label', 'idx' are not used by the "
+            "text format (kept as metadata for slices; classification would use 'label': set "
+            "format: classification)") in out
+    assert f"{path}: ok: text, 12 rows read" in out
+    assert cli(["data", "check", str(path), "--model", "none", "--json"]) == 0
+    (file,) = json.loads(capsys.readouterr().out)["files"]
+    assert file["format"] == "classification" and file["counts"] == {"unused_columns": 1}
+    assert [(f["line"], f["code"], f["severity"]) for f in file["findings"]] == [
+        (0, "unused_columns", "warning")]

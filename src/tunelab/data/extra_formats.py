@@ -3,8 +3,9 @@
 ===============  ==========================================================================
 format           row shape
 ===============  ==========================================================================
-classification   ``{"label", <text>}``: a text column (``sentence``, ``content``, ``text``,
-                 ...) and a ``label``; the text is the user turn, the label the answer
+classification   ``{"label", <text>, ...}``: a ``label`` and a text column (``text``,
+                 ``sentence``, ``content``, ...); the text is the user turn, the label the
+                 answer; other columns are kept, not read
 preference       ``{"chosen", "rejected", "prompt"?}``: two transcripts with turns marked
                  ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` that differ in the last answer
                  (Anthropic HH-RLHF); or, with ``prompt``, the two answers alone
@@ -15,7 +16,9 @@ self_instruct    ``{"instruction", "instances": [{"input", "output"}, ...]}``: t
 Choices worth knowing:
 
 * classification keeps the label in ``Example.meta["label"]`` too (as the ticket-routing
-  task does), so profiles and evaluators find it without parsing the answer.
+  task does), so profiles and evaluators find it without parsing the answer. A row with
+  several text columns reads the first of ``TEXT_KEYS`` (``text_key``); the others stay in
+  ``meta``, unread (``load`` reports them as unused columns).
 * preference rows become the prompt plus the chosen answer (earlier assistant turns get
   weight 0, so supervised training learns only the chosen answer); the rejected
   transcript is kept as given in ``meta["rejected"]`` (``split_pair`` finds where its
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 from tunelab.data.example import Message
@@ -51,7 +55,7 @@ ASSISTANT = "\n\nAssistant:"
 _MARKER = re.compile(r"\n\n(Human|Assistant):")
 
 SHAPES = {
-    "classification": '{"sentence": "...", "label": "..."}',
+    "classification": '{"text": "...", "label": "..."}',
     "preference": '{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", '
                   '"rejected": "\\n\\nHuman: ...\\n\\nAssistant: ..."}',
     "self_instruct": '{"instruction": "...", "instances": [{"input": "", "output": "..."}]}',
@@ -64,6 +68,14 @@ NEEDED = {
     "self_instruct": (("instruction",), ("instances",)),
 }
 
+# Every key each format reads, needed or optional (see ``formats.READS``); a classification
+# row reads the label and one text column, the one ``text_key`` picks.
+READS = {
+    "classification": (LABEL_KEY, *TEXT_KEYS),
+    "preference": ("chosen", "rejected", "prompt"),
+    "self_instruct": ("instruction", "instances"),
+}
+
 Built = tuple[set, list[Message], "str | None"]
 
 
@@ -71,8 +83,10 @@ def detect_extra(obj: dict) -> str | None:
     """The format of a row among the three here, judged by its keys (``None`` if none fits).
 
     ``preference`` needs ``chosen`` and ``rejected``; ``self_instruct`` needs
-    ``instruction`` and ``instances``; ``classification`` needs exactly two columns, one
-    of them ``label`` and the other holding a string (a label + text table).
+    ``instruction`` and ``instances``; ``classification`` here needs exactly two columns,
+    one of them ``label`` and the other holding a string (a label + text table whose text
+    column has a name not in ``TEXT_KEYS``). A ``label`` with a column of ``TEXT_KEYS`` is
+    recognised earlier, by ``formats.detect_format``, whatever other columns the row has.
     """
     if "chosen" in obj and "rejected" in obj:
         return "preference"
@@ -94,25 +108,35 @@ def _string(obj: dict, key: str, row: Any, field: str | None = None) -> str | No
     return value
 
 
+def text_key(keys: Collection[str]) -> str | None:
+    """The column a classification row takes its text from.
+
+    Args:
+        keys: the keys of a row (the row itself will do), or the columns of a table.
+
+    Returns:
+        The first of ``TEXT_KEYS`` among ``keys``; else the one key besides ``label`` when
+        there is exactly one; else ``None``.
+    """
+    for key in TEXT_KEYS:  # a loop, not next(genexpr): this runs once per row of big tables
+        if key in keys:
+            return key
+    others = [k for k in keys if k != LABEL_KEY]
+    return others[0] if len(others) == 1 else None
+
+
 def classification(obj: dict, row: Any) -> Built:
     """A text and its label: the user turn is the text, the assistant turn the label."""
-    text_key = None
-    for key in TEXT_KEYS:  # a loop, not next(genexpr): this runs once per row of big tables
-        if key in obj:
-            text_key = key
-            break
-    if text_key is None:
-        others = [k for k in obj if k != LABEL_KEY]
-        text_key = others[0] if len(others) == 1 else None
-    if text_key is None:
+    column = text_key(obj)
+    if column is None:
         row.missing(obj, "text", "classification",
                     f"the text to classify; one of {', '.join(TEXT_KEYS)}")
     if LABEL_KEY not in obj:
         row.missing(obj, LABEL_KEY, "classification", "the class of the text")
-    if text_key is None or LABEL_KEY not in obj:
+    if column is None or LABEL_KEY not in obj:
         return {LABEL_KEY}, [], None
-    used = {text_key}  # the label stays in meta as given
-    text = _string(obj, text_key, row)
+    used = {column}  # the label stays in meta as given
+    text = _string(obj, column, row)
     label = obj[LABEL_KEY]
     if isinstance(label, (int, float)) and not isinstance(label, bool):
         label = str(label)  # JSON labels may be numbers; the answer is their text
@@ -125,8 +149,8 @@ def classification(obj: dict, row: Any) -> Built:
         row.error(LABEL_KEY, "empty_content",
                   "the label is empty, so the row teaches nothing; fill it in or remove the row")
     if text is not None and not text.strip():
-        row.warning(text_key, "empty_content",
-                    f"{text_key} is empty, so the label has nothing to classify; write the "
+        row.warning(column, "empty_content",
+                    f"{column} is empty, so the label has nothing to classify; write the "
                     "text or remove the row")
     if text is None:
         return used, [], None

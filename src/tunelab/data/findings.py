@@ -11,7 +11,8 @@ Codes are stable snake_case strings that tests and users may match on, e.g.
 ``invalid_json``, ``invalid_utf8``, ``empty_file``, ``row_not_object``,
 ``missing_messages``, ``messages_not_list``, ``missing_role``, ``missing_content``,
 ``unknown_role``, ``empty_content``, ``no_assistant``, ``bad_weight``, ``unknown_key``,
-``mixed_formats``, ``missing_field``, ``unknown_format``, ``not_string``.
+``mixed_formats``, ``missing_field``, ``unknown_format``, ``not_string``,
+``unused_columns`` (a warning on line 0: keys the format does not read, once per file).
 """
 
 from __future__ import annotations

@@ -7,17 +7,24 @@ chat               ``{"messages": [{"role", "content", "weight"?}, ...]}`` (Open
 alpaca             ``{"instruction", "input"?, "output" | "response", "system"?}``
 prompt_completion  ``{"prompt", "completion"}``
 sharegpt           ``{"conversations": [{"from", "value", "weight"?}, ...], "system"?}``
-text               ``{"text"}``: every token is trained
-classification     ``{"label", <text>}`` (a label + text table); see ``extra_formats``
+classification     ``{"label", "text" | "sentence" | ...}`` (a label + text table, other
+                   columns allowed); see ``extra_formats``
+text               ``{"text"}`` without a ``label``: every token is trained
 preference         ``{"chosen", "rejected"}`` (HH-RLHF pairs); see ``extra_formats``
 self_instruct      ``{"instruction", "instances": [...]}``; see ``extra_formats``
 =================  ==========================================================================
 
-Fields a format does not use are kept in ``Example.meta``. In CSV, TSV and Parquet cells
-``messages`` and ``conversations`` may hold the list as JSON text. Problems come back
-as findings, never as exceptions; a row that fits no format, or a field that every row
-lacks, is explained by the format that comes closest and the keys it lacks
-(``closest_format``). This module knows nothing of files and lines beyond the ``source``
+Detection goes down this table and takes the first format whose keys a row has, so a
+``text`` column beside a ``label`` makes a classification table, the most common shape
+of one, unless the format is given (``format: text``). A row with a key of another
+format (``instruction``, ``prompt``, ``chosen``, ...) is never taken for classification.
+
+Fields a format does not read are kept in ``Example.meta``; ``READS`` lists the keys each
+format reads, and ``load`` reports the others once per file (``unused_message``). In CSV,
+TSV and Parquet cells ``messages`` and ``conversations`` may hold the list as JSON text.
+Problems come back as findings, never as exceptions; a row that fits no format, or a
+field that every row lacks, is explained by the format that comes closest and the keys
+it lacks (``closest_format``). This module knows nothing of files and lines beyond the ``source``
 and ``line`` it is handed, nor of tokenizers and templates.
 """
 
@@ -26,7 +33,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from tunelab.data import extra_formats
@@ -67,11 +74,29 @@ NEEDED: dict[str, tuple[tuple[str, ...], ...]] = {
     **extra_formats.NEEDED,
 }
 
+# Every key each format reads, needed or optional: a key outside it is kept in meta,
+# unread, and reported once per file (a classification row reads one text column only).
+READS: dict[str, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "alpaca": ("instruction", "input", "output", "response", "system"),
+    "prompt_completion": ("prompt", "completion"),
+    "sharegpt": ("conversations", "system"),
+    "text": ("text",),
+    **extra_formats.READS,
+}
+
+# Keys that mark a row as another format: a label + text row holding one of them is not
+# taken for a classification table (an alpaca row may hold 'input', a text column name).
+_NOT_CLASSIFICATION = frozenset(
+    name for fmt, needs in NEEDED.items() if fmt not in ("classification", "text")
+    for names in needs for name in names)
+
 # How ``detect_format`` recognises each format, for a row that fits none.
 DETECTED_BY = ("chat (messages), alpaca (instruction, output), prompt_completion (prompt, "
-               "completion), sharegpt (conversations), text (text), preference (chosen, "
-               "rejected), self_instruct (instruction, instances), classification (label "
-               "and one text column, nothing else)")
+               "completion), sharegpt (conversations), classification (label and one of "
+               f"{', '.join(extra_formats.TEXT_KEYS)}, other columns allowed; or "
+               "label and one other column holding text), text (text), preference (chosen, "
+               "rejected), self_instruct (instruction, instances)")
 
 # Key names listed in a message before "and N more": tables can have hundreds of columns.
 _NAMES_SHOWN = 12
@@ -89,9 +114,12 @@ def detect_format(obj: dict) -> str | None:
     Returns:
         ``chat`` (``messages``), ``alpaca`` (``instruction`` with ``output`` or
         ``response``), ``prompt_completion`` (``prompt`` and ``completion``), ``sharegpt``
-        (``conversations``), ``text`` (``text``), checked in that order, then
-        ``preference``, ``self_instruct`` and ``classification`` (``extra_formats.detect_extra``);
-        ``None`` when no format fits or ``obj`` is not a dict.
+        (``conversations``), ``classification`` (``label`` and a column of
+        ``extra_formats.TEXT_KEYS``, whatever else the row holds, unless a key of another
+        format is there), ``text`` (``text``), checked in that order, then
+        ``preference``, ``self_instruct`` and ``classification`` of a two-column table
+        (``extra_formats.detect_extra``); ``None`` when no format fits or ``obj`` is not
+        a dict.
     """
     if not isinstance(obj, dict):
         return None
@@ -103,9 +131,29 @@ def detect_format(obj: dict) -> str | None:
         return "prompt_completion"
     if "conversations" in obj:
         return "sharegpt"
+    if extra_formats.LABEL_KEY in obj and _NOT_CLASSIFICATION.isdisjoint(obj) \
+            and any(key in obj for key in extra_formats.TEXT_KEYS):
+        return "classification"  # before text: `text` + `label` is the common table
     if "text" in obj:
         return "text"
     return extra_formats.detect_extra(obj)
+
+
+def reads(fmt: str, keys: Collection[str]) -> frozenset[str]:
+    """The keys among ``keys`` that a row of ``fmt`` reads (the rest stay in ``meta``, unread).
+
+    Args:
+        fmt: one of ``FORMATS``.
+        keys: the keys of a row (the row itself will do), or the columns of a table.
+
+    Returns:
+        The keys of ``READS[fmt]`` found in ``keys``; for classification the label and
+        the one text column ``extra_formats.text_key`` picks.
+    """
+    read: tuple[str | None, ...] = READS.get(fmt, ())
+    if fmt == "classification":
+        read = (extra_formats.LABEL_KEY, extra_formats.text_key(keys))
+    return frozenset(key for key in read if key is not None and key in keys)
 
 
 @dataclass(frozen=True)
@@ -221,6 +269,46 @@ def missing_everywhere(fmt: str, key: str, keys: Iterable[str], rows: int,
         fix = (f"rename the {noun} that holds it to {key!r}, or add it ({_a(fmt)} row looks "
                f"like {SHAPES[fmt]})")
     return f"{what}; {fix}"
+
+
+def unused_message(fmt: str, unused: Iterable[str], keys: Iterable[str], noun: str = "key",
+                   sample: dict | None = None) -> str:
+    """The message for keys that rows of ``fmt`` do not read, said once for a file.
+
+    A key that another format would read is named with that format, when the keys hold
+    everything that format needs (a format that cannot read the file is no advice): the
+    format the rows look like first, with ``set format: ...`` (the format was given),
+    then the others in ``FORMATS`` order.
+
+    Args:
+        fmt: the format the rows are read as.
+        unused: the keys no row read, in file order.
+        keys: the keys of the rows (the columns of a table).
+        noun: ``"key"`` for JSON rows, ``"column"`` for tables.
+        sample: a row, to say which format the rows look like, if any.
+
+    Returns:
+        The message of the ``unused_columns`` finding, e.g. ``column 'label' is not used
+        by the text format (kept as metadata for slices; classification would use 'label':
+        set format: classification)``.
+    """
+    unused, keys = list(unused), list(keys)
+    present = set(keys)
+    looks = detect_format(sample) if sample is not None else None
+    fitting = [f for f in FORMATS if f != fmt
+               and all(present.intersection(names) for names in NEEDED[f])]
+    fitting.sort(key=lambda f: f != looks)  # stable: FORMATS order after the looked-like one
+    wanted: dict[str, list[str]] = {}
+    for key in unused:
+        other = next((f for f in fitting if key in reads(f, keys)), None)
+        if other is not None:
+            wanted.setdefault(other, []).append(key)
+    uses = "".join(f"; {other} would use {_names(cols)}"
+                   + (f": set format: {other}" if other == looks else "")
+                   for other, cols in wanted.items())
+    many = len(unused) > 1
+    return (f"{noun}{'s' if many else ''} {_names(unused)} {'are' if many else 'is'} not "
+            f"used by the {fmt} format (kept as metadata for slices{uses})")
 
 
 def _a(fmt: str) -> str:

@@ -7,26 +7,31 @@ without raising, for ``tunelab data check``; ``holdout_split`` carves the seeded
 validation rows out of the training rows when the config names no validation file. A
 problem that every row shares (a column missing or misnamed, so no format fits or a
 needed field is absent everywhere) is one finding for the file, not one per row; the
-error lists at most ``SHOWN_PER_CODE`` findings of one code. This module knows nothing
-of tokenizers, templates or training; it only reads, converts and reports.
+error lists at most ``SHOWN_PER_CODE`` findings of one code. No column is dropped
+silently: the keys that the rows' format does not read are one ``unused_columns``
+warning for the file (they stay in ``Example.meta``), naming the format that would read
+them. This module knows nothing of tokenizers, templates or training; it only reads,
+converts and reports.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 from pathlib import Path
 from typing import TypeVar
 
 from tunelab.data.example import Example
-from tunelab.data.findings import ERROR, Finding, cap_per_code, capped_lines
+from tunelab.data.findings import ERROR, WARNING, Finding, cap_per_code, capped_lines
 from tunelab.data.formats import (
     FORMATS,
     detect_format,
     missing_everywhere,
     no_format_message,
+    reads,
     to_example,
+    unused_message,
 )
 from tunelab.data.readers import read_located
 from tunelab.errors import DataError
@@ -55,7 +60,9 @@ def check_file(path: str | Path,
         no example; warnings come with their example. A finding on a field of a row of a
         JSON document is on the field's own line (``Finding.rows`` keeps the row's). A
         missing field or unknown format shared by every row of a file of two rows or more
-        is one finding on line 0 whose ``rows`` are all of them, placed first.
+        is one finding on line 0 whose ``rows`` are all of them, placed first. Keys of the
+        loaded rows that their format does not read (``formats.reads``; null values
+        aside) are one ``unused_columns`` warning on line 0, after those.
 
     Raises:
         DataError: ``format`` is not a known name, or the file is missing or unreadable
@@ -73,6 +80,9 @@ def check_file(path: str | Path,
     objects: list[int] = []  # lines of the rows that are objects
     keys: dict[str, None] = {}  # every key of those rows, in order of first appearance
     sample: dict | None = None  # the first of them
+    unused: dict[str, None] = {}  # keys that loaded rows hold and their format does not read
+    shape: KeysView[str] | None = None  # the keys of the last loaded row, and those it did not read
+    unread: list[str] = []
     for line, row, field_lines in read_located(Path(path)):
         if isinstance(row, Finding):
             findings.append(row)
@@ -103,8 +113,20 @@ def check_file(path: str | Path,
         findings.extend(row_findings)
         if example is not None:
             examples.append(example)
-    return examples, _once_for_the_file(findings, objects, list(keys), chosen, sample,
-                                        source, noun)
+        if example is not None and isinstance(row, dict):  # a rejected row is reported already
+            if row.keys() != shape:  # rows mostly share their keys: work them out once
+                shape = row.keys()
+                unread = [key for key in row if key not in reads(fmt or "chat", row)]
+            for key in unread:
+                if key not in unused and row[key] is not None:  # null: Parquet pads absent keys
+                    unused[key] = None
+    findings = _once_for_the_file(findings, objects, list(keys), chosen, sample, source, noun)
+    if unused:  # after the file-level errors, before the rows' findings
+        at = next((i for i, f in enumerate(findings) if f.line != 0), len(findings))
+        findings.insert(at, Finding(
+            source, 0, None, "unused_columns",
+            unused_message(chosen or "chat", unused, keys, noun, sample), WARNING))
+    return examples, findings
 
 
 def _noun(path: str | Path) -> str:
@@ -243,7 +265,8 @@ def _keys(row: dict) -> str:
 def _report_warnings(path: str | Path, warnings: list[Finding], reporter: Reporter) -> None:
     shown, hidden = cap_per_code(warnings)
     for finding in shown:
-        reporter.warning(str(finding))
+        # Columns kept as metadata are a note on correct data, not a problem with it.
+        (reporter.info if finding.code == "unused_columns" else reporter.warning)(str(finding))
     for (_, code), n in hidden.items():
         reporter.warning(f"{path}: {n} more [{code}] warning(s)")
     if hidden:

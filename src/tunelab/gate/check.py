@@ -2,7 +2,9 @@
 
 The structural pass is ``tunelab.data.load.check_file`` (invalid JSON or UTF-8, rows that
 are not objects, missing or malformed fields, unknown roles and keys, empty answers, bad
-weights, mixed formats), so training and checking can never disagree about a row. On
+weights, mixed formats, and the columns the format does not read as one
+``unused_columns`` warning for the file), so training and checking can never disagree
+about a row. On
 top of it this module adds what needs the whole file or a tokenizer:
 
 ==================  ========  ===============================================================

@@ -20,9 +20,16 @@ def codes(findings):
 @pytest.mark.parametrize("obj, fmt", [
     ({"label": "0", "sentence": "a film"}, "classification"),
     ({"label": 1, "content": "a film"}, "classification"),
-    ({"sentence": "a film", "label": "1", "id": 4}, None),  # three columns: not a table guess
+    ({"sentence": "a film", "label": "1", "id": 4}, "classification"),  # a named text column
+    ({"label": "1", "tweet": "a film", "id": 4}, None),  # three columns, none named as text
     ({"label": 1, "id": 4}, None),  # the other column holds no text
-    ({"text": "a", "label": 1}, "text"),  # a text row with a label stays text, as before
+    ({"text": "a", "label": 1}, "classification"),  # the most common label + text table
+    ({"text": "a", "label": 1, "idx": 0, "source": "web"}, "classification"),
+    ({"text": "a", "sentence": "b", "label": 1}, "classification"),
+    ({"instruction": "i", "input": "x", "output": "o", "label": 1}, "alpaca"),
+    ({"instruction": "i", "input": "x", "label": 1}, None),  # an alpaca row lacking output
+    ({"prompt": "p", "text": "a", "label": 1}, "text"),  # a key of another format
+    ({"text": "a", "label": 1, "chosen": "x", "rejected": "y"}, "text"),
     ({"chosen": "x", "rejected": "y"}, "preference"),
     ({"prompt": "p", "chosen": "x", "rejected": "y"}, "preference"),
     ({"instruction": "i", "instances": []}, "self_instruct"),

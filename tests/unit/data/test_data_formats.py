@@ -31,7 +31,8 @@ def error_codes(findings):
     ({"instruction": "a", "response": "b"}, "alpaca"),
     ({"prompt": "a", "completion": "b"}, "prompt_completion"),
     ({"conversations": []}, "sharegpt"),
-    ({"text": "a", "label": 1}, "text"),
+    ({"text": "a"}, "text"),
+    ({"text": "a", "label": 1}, "classification"),  # a label + text table
     ({"instruction": "a"}, None),
     ({"label": 1, "sentence": "x"}, "classification"),  # a label + one text column
     ([1, 2], None),

@@ -32,7 +32,8 @@ ROWS = {
                            {"from": "human", "value": "c"}, {"from": "gpt", "value": "d"}],
          "id": "y"},
     ],
-    "text": [{"text": "first document", "label": "pos"}, {"text": "second", "label": "neg"}],
+    "text": [{"text": "first document", "source": "web"}, {"text": "second", "source": "book"}],
+    "classification": [{"text": "a fine film", "label": "pos"}, {"text": "dull", "label": "neg"}],
 }
 
 EXPECTED = {
@@ -46,9 +47,12 @@ EXPECTED = {
                  [("user", "a", None), ("assistant", "b", None), ("user", "c", None),
                   ("assistant", "d", None)]],
     "text": [[], []],
+    "classification": [[("user", "a fine film", None), ("assistant", "pos", None)],
+                       [("user", "dull", None), ("assistant", "neg", None)]],
 }
 META = {"chat": [{"id": "a"}, {"id": "b"}], "alpaca": [{}, {}], "prompt_completion": [{}, {}],
-        "sharegpt": [{"id": "x"}, {"id": "y"}], "text": [{"label": "pos"}, {"label": "neg"}]}
+        "sharegpt": [{"id": "x"}, {"id": "y"}], "text": [{"source": "web"}, {"source": "book"}],
+        "classification": [{"label": "pos"}, {"label": "neg"}]}
 
 
 def write(tmp_path, rows, container):

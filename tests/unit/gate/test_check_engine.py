@@ -171,9 +171,11 @@ def test_pii_is_reported_with_the_field_and_masked(tmp_path):
     rows[1] = chat("Mail me at jane.roe@mailbox.org or call +1 415 555 0132",
                    "Will do.", ticket={"card": "4111 1111 1111 1111"})
     result = check_data(write_jsonl(tmp_path, rows))
-    assert found(result) == [(2, "messages[0].content", "pii_email", "warning"),
+    assert found(result) == [(0, None, "unused_columns", "warning"),  # the 'ticket' key
+                             (2, "messages[0].content", "pii_email", "warning"),
                              (2, "messages[0].content", "pii_phone", "warning"),
                              (2, "ticket.card", "pii_card", "warning")]
+    assert result.findings[0].message.startswith("key 'ticket' is not used by the chat format")
     text = " ".join(f.message for f in result.findings)
     assert "jane.roe@" not in text and "4111 1111 1111 1111" not in text and "1111" in text
 
