@@ -31,6 +31,28 @@ def confusion_plot(metrics: dict, model: str):
     return figure
 
 
+def reliability_plot(calibration: dict, model: str):
+    """Accuracy against mean confidence per confidence bin, with the diagonal of perfect
+    calibration; each point is sized by its rows."""
+    bins = calibration["bins"]
+    figure, ax = new_figure(height=4.0, width=4.8)
+    ax.plot([0, 1], [0, 1], color="#b23b3b", linestyle="--", linewidth=1, label="calibrated")
+    if bins:
+        n = max(b["n"] for b in bins)
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], color=COLORS[0],
+                linewidth=1)
+        ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins],
+                   s=[12 + 120 * b["n"] / n for b in bins], color=COLORS[0], label="bins")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("mean top-label probability")
+    ax.set_ylabel("accuracy")
+    ece = calibration.get("ece")
+    ax.set_title(f"Reliability: {model}" + ("" if ece is None else f" (ECE {ece:.3f})"))
+    ax.legend(loc="upper left", frameon=False)
+    return figure
+
+
 def scatter_plot(records: list[dict], model: str):
     """Predicted against true numbers, with the identity line."""
     pairs = [(r["reference"], r["predicted"]) for r in records if r["predicted"] is not None]

@@ -99,6 +99,8 @@ def _task_sections(out: Path, report: dict, results: Sequence[TaskResult]) -> li
             parts.append(f"<h2>Per class: {html.escape(r.model)}</h2>"
                          + table(["label", "precision", "recall", "F1", "support"], rows)
                          + plot)
+            if m.get("calibration"):
+                parts.append(_calibration(out, m, r.model))
         elif r.task == "regress":
             plot = _plot(out, f"plots/scatter_{_slug(r.model)}.png",
                          plots.scatter_plot(r.rows, r.model),
@@ -109,6 +111,24 @@ def _task_sections(out: Path, report: dict, results: Sequence[TaskResult]) -> li
                      "BBQ accuracy and bias scores", "bbq")
         parts.append("<h2>BBQ</h2>" + plot)
     return parts
+
+
+def _calibration(out: Path, m: dict, model: str) -> str:
+    """Expected calibration error, abstention and the reliability plot of one classifier."""
+    cal = m["calibration"]
+    plot = _plot(out, f"plots/reliability_{_slug(model)}.png", plots.reliability_plot(cal, model),
+                 f"Reliability of {model}", "reliability")
+    rows = [[f"{b['low']:.1f}-{b['high']:.1f}", b["n"], b["confidence"], b["accuracy"]]
+            for b in cal["bins"]]
+    abstain = ""
+    if m.get("abstain_below") is not None:
+        abstain = (f" Abstaining under probability {m['abstain_below']}: {m['abstained']:,} "
+                   f"rows abstained (coverage {cell_text(m['coverage'])}), accuracy on the "
+                   f"answered rows {cell_text(m['answered_accuracy'])}.")
+    return (f"<h3>Calibration: {html.escape(model)}</h3><p>Class probabilities are the "
+            "softmax of each label word's log-likelihood. Expected calibration error "
+            f"{cell_text(cal['ece'])} over {len(cal['bins'])} filled confidence bins.{abstain}</p>"
+            + table(["confidence bin", "rows", "mean confidence", "accuracy"], rows) + plot)
 
 
 def _comparison(out: Path, report: dict) -> list[str]:
