@@ -79,6 +79,9 @@ def _phases_cut_short(path: Path, tmp: Path) -> Path:
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(EXAMPLES)) for p in CONFIGS])
 def test_example_trains_two_steps(path, tmp_path, tiny_model_dir, capsys):
     cfg = load_config(path)
+    absent = [s.path for s in cfg.data.train if not Path(s.path).is_file()]
+    if absent:  # an example that reads ../shared/data, where that folder is not beside us
+        pytest.skip(f"{path.name} reads {absent}, which is absent here")
     out = tmp_path / "runs"
     overrides = _overrides(tiny_model_dir, out)
     if cfg.search is not None:

@@ -121,30 +121,51 @@ def _cmd_runs_list(a: argparse.Namespace) -> int:
     return exits.OK
 
 
-def _engine(ref: str, runs_dir: str):
+def _answerer(a: argparse.Namespace):
     from tunelab.cli.reporter import StderrReporter
-    from tunelab.models.runs import load_for_inference
-    from tunelab.serve.engine import GenerationEngine
+    from tunelab.recipes.generate import load_answerer
 
-    loaded = load_for_inference(ref, runs_dir, reporter=StderrReporter())
-    return GenerationEngine(loaded.model, loaded.tokenizer, loaded.chat_template)
+    return load_answerer(a.run, a.runs_dir, use_task=not a.no_task, reporter=StderrReporter())
+
+
+def _answer_line(answer) -> str:
+    """The answer, and a classifier's probabilities after a tab."""
+    if not answer.probabilities:
+        return answer.text
+    probs = ", ".join(f"{w} {p:.3f}" for w, p in answer.probabilities.items())
+    return f"{answer.text}\t({probs})"
 
 
 def _cmd_generate(a: argparse.Namespace) -> int:
-    engine = _engine(a.run, a.runs_dir)
-    convs = []
-    for p in a.prompt:
-        msgs = [{"role": "system", "content": a.system}] if a.system else []
-        convs.append(msgs + [{"role": "user", "content": p}])
-    outs = engine.generate(convs, max_new_tokens=a.max_new_tokens, do_sample=a.temperature > 0,
-                           temperature=max(a.temperature, 1e-5), seed=a.seed)
-    for o in outs:
-        print(o)
+    from tunelab.data.example import Message
+
+    answerer = _answerer(a)
+    system = [Message("system", a.system)] if a.system else []
+    convs = [[*system, Message("user", p)] for p in a.prompt]
+    for answer in answerer.answer(convs, a.max_new_tokens, a.temperature, a.seed):
+        print(_answer_line(answer))
     return exits.OK
 
 
 def _cmd_chat(a: argparse.Namespace) -> int:
-    engine = _engine(a.run, a.runs_dir)
+    from tunelab.data.example import Message
+
+    answerer = _answerer(a)
+    if answerer.task is not None:  # a task answers each text on its own: no history
+        print(f"chat: each message is one {answerer.task.type} question; /exit or Ctrl-D quits",
+              file=sys.stderr)
+        while True:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                print(file=sys.stderr)
+                return exits.OK
+            if line in ("/exit", "/quit"):
+                return exits.OK
+            if line:
+                answer = answerer.answer([[Message("user", line)]], a.max_new_tokens)[0]
+                print(f"model> {_answer_line(answer)}", flush=True)
+    engine = answerer.engine
     history = [{"role": "system", "content": a.system}] if a.system else []
     print("chat: type a message; /reset clears the history, /exit or Ctrl-D quits", file=sys.stderr)
     while True:
@@ -263,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="sampling temperature; 0 = greedy (default)")
             g.add_argument("--seed", type=non_negative_int, default=0,
                            help="makes sampling repeatable (default 0)")
-        g.add_argument("--system", default=None, help="a system message")
+        g.add_argument("--system", default=None,
+                       help="a system message (a run's task prompt is then not applied)")
+        g.add_argument("--no-task", action="store_true",
+                       help="send the text as it is, not through the run's task prompt")
         g.add_argument("--max-new-tokens", type=positive_int, default=MAX_NEW_TOKENS,
                        help=f"most tokens per answer (default {MAX_NEW_TOKENS})")
         g.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,

@@ -11,7 +11,13 @@ from tunelab.config.evaluation import load_eval_config, with_task
 from tunelab.config.loader import config_from_dict, dump_config
 from tunelab.config.task import TaskSettings
 from tunelab.data.example import Message
-from tunelab.data.task import TaskPrompt, load_task_examples, resolve_task, task_chat, task_label_set
+from tunelab.data.task import (
+    TaskPrompt,
+    load_task_examples,
+    resolve_task,
+    task_chat,
+    task_label_set,
+)
 from tunelab.data.template import IGNORE_INDEX, render_prompt_ids, tokenize_example
 from tunelab.errors import ConfigError, DataError
 from tunelab.eval.runner import load_eval_data, task_runner
