@@ -7,9 +7,9 @@ import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
 from tunelab.data.example import Message
+from tunelab.data.task import LabelSet
 from tunelab.errors import ConfigError
 from tunelab.eval.fairness import Swapper, bias_failures, counterfactual_probe, group_fairness
-from tunelab.data.task import LabelSet
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import Predictions, classification_result
 from tunelab.eval.terms import DEFAULT_TERMS, load_terms

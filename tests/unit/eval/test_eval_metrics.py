@@ -11,6 +11,7 @@ from rouge_score import rouge_scorer
 from scipy import stats
 from sklearn import metrics as skm
 
+from tunelab.data.task import LabelSet
 from tunelab.eval.metrics import (
     canonical_number,
     exact_matches,
@@ -20,7 +21,6 @@ from tunelab.eval.metrics import (
     regression_metrics,
     text_metrics,
 )
-from tunelab.data.task import LabelSet
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import Predictions, classification_result
 

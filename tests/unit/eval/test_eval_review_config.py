@@ -10,8 +10,8 @@ from sklearn.metrics import cohen_kappa_score
 
 from tunelab.config.evaluation import load_eval_config
 from tunelab.data.example import Message
-from tunelab.errors import ConfigError, DataError
 from tunelab.data.task import LabelSet, TaskPrompt, task_chat
+from tunelab.errors import ConfigError, DataError
 from tunelab.eval.review import import_reviews, write_review_sheet
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import TaskResult
