@@ -240,13 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate.register(sub)
 
-    from tunelab.cli import data_check, data_ops
+    from tunelab.cli import curve, data_check, data_ops
 
-    d = sub.add_parser("data", help="the data gate: check, profile, dedup, split, clean, ...")
+    d = sub.add_parser("data", help="the data gate: check, profile, dedup, split, clean, "
+                                    "... and the learning curve")
     d.set_defaults(func=show_help(d))
     dsub = d.add_subparsers(dest="data_cmd", metavar="COMMAND")
     data_check.register(dsub)
     data_ops.register(dsub)
+    curve.register(dsub)
 
     m = sub.add_parser("models", help="the model store: pull, import, list")
     m.set_defaults(func=show_help(m))
@@ -319,7 +321,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         SystemExit: argparse's usage error (2), or 0 after --help and --version.
     """
     args, extra = parser.parse_known_args(argv)
-    if extra and args.cmd in ("train", "tune") and all("=" in x and not x.startswith("-") for x in extra):
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)  # train, tune, data curve
+    if extra and takes_overrides and all("=" in x and not x.startswith("-") for x in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

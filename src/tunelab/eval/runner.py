@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunelab.config.evaluation import EvalSettings
+from tunelab.config.task import TaskSettings
 from tunelab.data.table import read_table
-from tunelab.data.task import LabelSet, TaskPrompt
+from tunelab.data.task import LabelSet, TaskPrompt, find_text_field
 from tunelab.eval import bbq as bbq_task
 from tunelab.eval.generate_tasks import run_generate
 from tunelab.eval.perplexity import run_perplexity
@@ -65,6 +66,28 @@ def load_eval_data(path: str, s: EvalSettings, reporter: Reporter = SILENT) -> E
                           "order or add labels missing from these rows)")
         label_set = LabelSet.build(labels, s.label_names)
     return EvalData(rows, None, label_set)
+
+
+def fit_text_field(s: EvalSettings, task: TaskSettings, path: str,
+                   reporter: Reporter = SILENT) -> EvalSettings:
+    """Settings filled from a run's ``task`` (``with_task``), reading a column ``path`` has.
+
+    When the file lacks the run's text column, the file's own text column is read
+    instead, and the reporter is told. Callers skip this when the user named the column
+    (``--text-field``): a named column that is missing is an error of its own.
+
+    Raises:
+        DataError: the file is unreadable, or it has no text column at all.
+    """
+    if s.text_field is None:
+        return s
+    table = read_table(path)
+    if s.text_field in table.columns:
+        return s
+    found = find_text_field(table, task.model_copy(update={"text_field": None}))
+    reporter.info(f"{path} has no {s.text_field!r} column (the run's text); "
+                  f"reading {found!r} instead (set --text-field to choose)")
+    return s.model_copy(update={"text_field": found})
 
 
 def task_prompt(s: EvalSettings, label_set: LabelSet | None) -> TaskPrompt:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from tunelab.config.evaluation import EvalSettings, with_task
 from tunelab.config.schema import DEFAULT_RUNS_DIR
-from tunelab.data.table import read_table
-from tunelab.data.task import find_text_field
 from tunelab.errors import ConfigError
 from tunelab.eval.callables import load_callables
 from tunelab.eval.compare import compare_results
@@ -24,7 +22,7 @@ from tunelab.eval.fairness import bias_failures, counterfactual_probe, group_fai
 from tunelab.eval.report import write_eval_report
 from tunelab.eval.review import write_review_sheet
 from tunelab.eval.rows import EvalRow
-from tunelab.eval.runner import EvalData, load_eval_data, task_runner
+from tunelab.eval.runner import EvalData, fit_text_field, load_eval_data, task_runner
 from tunelab.eval.slices import all_slices
 from tunelab.eval.tasks import ModelCallables, TaskResult
 from tunelab.eval.terms import load_terms
@@ -97,13 +95,8 @@ def _run_task_settings(models: Sequence[str], data_path: str, s: EvalSettings, r
         reporter.warning(f"{models[0]} was trained for the {task.type} task; evaluating it as "
                          f"{s.task} asks prompts it never saw")
         return s
-    if "text_field" not in s.model_fields_set and merged.text_field is not None:
-        table = read_table(data_path)
-        if merged.text_field not in table.columns:
-            found = find_text_field(table, task.model_copy(update={"text_field": None}))
-            reporter.info(f"{data_path} has no {merged.text_field!r} column (the run's text); "
-                          f"reading {found!r} instead (set --text-field to choose)")
-            merged = merged.model_copy(update={"text_field": found})
+    if "text_field" not in s.model_fields_set:
+        merged = fit_text_field(merged, task, data_path, reporter)
     words = f", answers {', '.join(merged.label_names.get(x, x) for x in merged.labels or [])}" \
         if merged.task == "classify" else ""
     reporter.info(f"task from the run {models[0]}: {merged.task}, reading {merged.text_field!r}"

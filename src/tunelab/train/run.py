@@ -163,20 +163,37 @@ def _tokenize(run: FinetuneRun, examples: list,
 
 
 def _load_examples(run: FinetuneRun) -> tuple[list, list]:
-    """Read and validate every input file first: bad rows stop the run before any cost.
-
-    With a task, each table is rendered through the task (``tunelab.data.task``) and
-    the run's config keeps the task resolved (its text column and labels written out),
-    so evaluation and serving ask the same prompt.
-    """
-    ds, seed = run.cfg.data, run.cfg.train.seed
-    files = len(ds.train) + len(ds.validation)
+    """Read and validate every input file first: bad rows stop the run before any cost."""
     reporter = run.reporter if run.world.is_main else SILENT
+    run.cfg, train_ex, val_ex = load_run_examples(run.cfg, reporter)
+    reporter.info(f"read {len(train_ex) + len(val_ex)} rows: {len(train_ex)} for training, "
+                  f"{len(val_ex)} for validation")
+    return train_ex, val_ex
+
+
+def load_run_examples(cfg: RunConfig, reporter: Reporter = SILENT) -> tuple[RunConfig, list, list]:
+    """The examples a run of ``cfg`` trains and validates on, read as the run reads them.
+
+    No model or tokenizer is loaded: the files are read, checked, mixed by weight, split
+    (``data.validation_split``) and cut to ``data.train_rows``, exactly as ``train_run``
+    does before it loads the model. With a task, each table is rendered through the task
+    (``tunelab.data.task``) and the returned config keeps the task resolved (its text
+    column and labels written out), so evaluation and serving ask the same prompt.
+
+    Returns:
+        ``(cfg with its task resolved, training examples, validation examples)``.
+
+    Raises:
+        DataError: a file is unreadable or holds rows the run cannot use.
+        ConfigError: the task's labels clash, or a task source names a format.
+    """
+    ds, seed = cfg.data, cfg.train.seed
+    files = len(ds.train) + len(ds.validation)
     reporter.info(f"reading data: {files} file{'s' * (files != 1)}")
     read = None
-    if run.cfg.task is not None:
-        task, label_set = resolve_task(run.cfg.task, [s.path for s in ds.train], reporter)
-        run.cfg = run.cfg.model_copy(update={"task": task})
+    if cfg.task is not None:
+        task, label_set = resolve_task(cfg.task, [s.path for s in ds.train], reporter)
+        cfg = cfg.model_copy(update={"task": task})
         read = task_loader(task, label_set, reporter)
         words = f" answering {', '.join(label_set.words)}" if label_set is not None else ""
         reporter.info(f"task: {task.type}, reading {task.text_field!r}{words}")
@@ -189,10 +206,7 @@ def _load_examples(run: FinetuneRun) -> tuple[list, list]:
         train_ex, val_ex = holdout_split(train_ex, ds.validation_split, seed)
     if ds.train_rows is not None:
         train_ex = _first_rows(train_ex, ds.train_rows, seed, reporter)
-    if run.world.is_main:
-        run.reporter.info(f"read {len(train_ex) + len(val_ex)} rows: {len(train_ex)} for training, "
-                          f"{len(val_ex)} for validation")
-    return train_ex, val_ex
+    return cfg, train_ex, val_ex
 
 
 def _first_rows(rows: list, n: int, seed: int, reporter: Reporter) -> list:
