@@ -49,6 +49,7 @@ class DataSource(_Section):
     path: str
     format: FormatName = "auto"
     weight: float = Field(1.0, gt=0)  # 2.0 = every row twice; 0.5 = a seeded random half
+    text_field: str | None = None  # with a task: this file's text column, if not task.text_field
 
 
 class DataSettings(_Section):
@@ -273,4 +274,7 @@ class RunConfig(_Section):
                 raise ValueError("a run with a task reads each table's task.text_field and "
                                  f"task.label_field, so data sources take no format: {'; '.join(named)}; "
                                  "remove `format`, or remove the task section")
+        elif any(s.text_field for s in [*self.data.train, *self.data.validation]):
+            raise ValueError("a data source's text_field is the task's text column in that file; "
+                             "add a task section, or remove text_field")
         return self

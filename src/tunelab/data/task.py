@@ -172,8 +172,9 @@ def find_text_field(table: Table, task: TaskSettings, text_field: str | None = N
     if name is not None:
         if name not in table.columns:
             raise DataError(f"{table.source}: no column {name!r} to read the text from",
-                            hint=f"the columns are {', '.join(table.columns)}; set "
-                                 "task.text_field (or --text-field) to the text column")
+                            hint=f"the columns are {', '.join(table.columns)}; name the text "
+                                 "column with task.text_field, with text_field on this data "
+                                 "source if only this file differs, or with --text-field")
         return name
     for key in TEXT_KEYS:
         if key in table.columns and key != task.label_field:
@@ -247,7 +248,7 @@ def task_label_set(task: TaskSettings) -> LabelSet | None:
 
 
 def load_task_examples(path: str | Path, task: TaskSettings, label_set: LabelSet | None,
-                       reporter: Reporter = SILENT) -> list[Example]:
+                       reporter: Reporter = SILENT, text_field: str | None = None) -> list[Example]:
     """Every row of a table as a training example of the task, or a report of every problem.
 
     Args:
@@ -255,6 +256,8 @@ def load_task_examples(path: str | Path, task: TaskSettings, label_set: LabelSet
         task: the run's task.
         label_set: the classify task's labels (``resolve_labels``); None for others.
         reporter: told of unused columns (once per file) and of warnings.
+        text_field: this file's text column when it is not the task's (SST-2's dev set
+            calls it ``content`` where train says ``sentence``).
 
     Returns:
         One example per row, in file order: ``task_chat`` of the text plus the answer;
@@ -266,7 +269,7 @@ def load_task_examples(path: str | Path, task: TaskSettings, label_set: LabelSet
             an empty answer); every such row is listed with its line.
     """
     table = read_table(path)
-    text_field = find_text_field(table, task)
+    text_field = find_text_field(table, task, text_field)
     _require_label_column(table, task.label_field)
     prompt = TaskPrompt.of(task, label_set)
     findings: list[Finding] = []
@@ -343,9 +346,11 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def task_loader(task: TaskSettings, label_set: LabelSet | None,
-                reporter: Reporter = SILENT) -> Callable[[str | Path, str], list[Example]]:
+def task_loader(task: TaskSettings, label_set: LabelSet | None, reporter: Reporter = SILENT,
+                text_fields: dict[str, str] | None = None) -> Callable[[str | Path, str], list[Example]]:
     """A ``(path, format) -> examples`` reader for ``load_mixture`` that reads the task's rows.
+
+    ``text_fields`` maps a path to its own text column (a data source's ``text_field``).
 
     Raises (when called):
         ConfigError: a source names a format other than ``auto`` (a task reads tables).
@@ -355,5 +360,6 @@ def task_loader(task: TaskSettings, label_set: LabelSet | None,
             raise ConfigError([f"{path}: format {fmt!r}: a run with a task reads the table's "
                                "task.text_field and task.label_field; remove `format` from the "
                                "source, or remove the task section to read it as " + fmt])
-        return load_task_examples(path, task, label_set, reporter)
+        return load_task_examples(path, task, label_set, reporter,
+                                  (text_fields or {}).get(str(path)))
     return read

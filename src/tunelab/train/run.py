@@ -194,7 +194,8 @@ def load_run_examples(cfg: RunConfig, reporter: Reporter = SILENT) -> tuple[RunC
     if cfg.task is not None:
         task, label_set = resolve_task(cfg.task, [s.path for s in ds.train], reporter)
         cfg = cfg.model_copy(update={"task": task})
-        read = task_loader(task, label_set, reporter)
+        own = {s.path: s.text_field for s in [*ds.train, *ds.validation] if s.text_field}
+        read = task_loader(task, label_set, reporter, own)
         words = f" answering {', '.join(label_set.words)}" if label_set is not None else ""
         reporter.info(f"task: {task.type}, reading {task.text_field!r}{words}")
     train_ex = load_mixture([(s.path, s.format, s.weight) for s in ds.train], seed, reporter,

@@ -145,3 +145,21 @@ def test_the_template_fills_text_and_labels_and_keeps_braces_in_the_text():
     assert task_chat(prompt, own) == own
     assert task_chat(TaskPrompt("generate", system_prompt=""), [Message("user", "q")]) == \
         [Message("user", "q")]
+
+
+def test_a_validation_file_may_name_its_own_text_column(tmp_path):
+    from tunelab.train.run import load_run_examples
+
+    train = _write(tmp_path / "train.jsonl", [{"sentence": f"good {i}", "label": i % 2} for i in range(6)])
+    dev = _write(tmp_path / "dev.jsonl", [{"content": "fine", "label": 1}, {"content": "bad", "label": 0}])
+    base = {"data": {"train": str(train), "validation": str(dev)},
+            "task": {"type": "classify", "text_field": "sentence"}}
+    with pytest.raises(DataError, match="no column 'sentence'") as e:
+        load_run_examples(config_from_dict(base))
+    assert "text_field on this data source" in str(e.value)
+    base["data"]["validation"] = {"path": str(dev), "text_field": "content"}
+    cfg, train_ex, val_ex = load_run_examples(config_from_dict(base))
+    assert cfg.task is not None and cfg.task.text_field == "sentence"
+    assert [ex.messages[1].content.split("\n")[0] for ex in val_ex] == ["Text: fine", "Text: bad"]
+    with pytest.raises(ConfigError, match="add a task section"):
+        config_from_dict({"data": {"train": {"path": str(train), "text_field": "x"}}})
