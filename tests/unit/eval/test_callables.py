@@ -53,3 +53,20 @@ def test_score_choices_and_perplexity(tiny_model, tiny_tokenizer):
     assert r.metrics["loss"] == pytest.approx(loss, rel=1e-4)
     assert r.metrics["tokens"] == sum(n for _, n in refs)
     assert len(m.predict([chat])) == 1
+
+
+def test_shared_prompt_scoring_equals_one_forward_pass_per_answer(tiny_model, tiny_tokenizer):
+    """Prompts of different lengths (left padding), answers of different token counts, a
+    peft-free model: the cached continuation gives each answer's full-pass log-likelihood."""
+    m = build_callables(tiny_model, tiny_tokenizer, None, "tiny", max_new_tokens=4, batch_size=3)
+    prompts = [[Message("user", "late")],
+               [Message("system", "route the ticket"), Message("user", "I was charged twice")],
+               [Message("user", "the quick brown fox jumps over the lazy dog, my parcel")]]
+    choices = [["shipping", "billing technical account", "a"], ["billing", "returns"],
+               ["account", "shipping and returns"]]
+    scores = m.score_choices(prompts, choices)
+    for chat, cs, got in zip(prompts, choices, scores, strict=True):
+        for c, g in zip(cs, got, strict=True):
+            full = tokenize_example(tiny_tokenizer, Example([*chat, Message("assistant", c)]))
+            ref_s, _ = reference_nll(tiny_model, full.input_ids, full.labels)
+            assert g == pytest.approx(-ref_s, rel=1e-4, abs=1e-4), (chat, c)
