@@ -15,7 +15,7 @@ the YAML; ``tunelab.recipes.evaluate`` runs the evaluation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -125,6 +125,9 @@ class TrainEvalTask(EvalSettings):
     limit: int | None = Field(64, gt=0)  # capped: evaluation must not dominate training
 
 
+E = TypeVar("E", bound=EvalSettings)
+
+
 def eval_settings(data: dict[str, Any] | None = None, source: str | None = None) -> EvalSettings:
     """Validate evaluation settings given as a dict.
 
@@ -159,10 +162,11 @@ def load_eval_config(path: str | Path | None, overrides: dict[str, Any] | None =
     return eval_settings(data, source)
 
 
-def with_task(s: EvalSettings, task: TaskSettings) -> EvalSettings:
+def with_task(s: E, task: TaskSettings) -> E:
     """The settings of evaluating a run that declares ``task``: the run's task, columns,
     labels, answer words, prompt and scoring, except where ``s`` was given a value (a
-    flag or the evaluation config), which wins.
+    flag or the evaluation config), which wins. An ``eval_tasks`` entry of a run config
+    (``TrainEvalTask``) comes back as one.
 
     Raises:
         ConfigError: the merged settings do not fit together.
@@ -179,4 +183,8 @@ def with_task(s: EvalSettings, task: TaskSettings) -> EvalSettings:
     }
     if task.type == "classify":
         from_task["method"] = task.method
-    return eval_settings({**{k: v for k, v in from_task.items() if v is not None}, **given})
+    merged = {**{k: v for k, v in from_task.items() if v is not None}, **given}
+    try:
+        return type(s).model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(validation_problems(e, type(s))) from None

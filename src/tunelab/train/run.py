@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.config.evaluation import with_task
 from tunelab.config.loader import dump_config
 from tunelab.config.schema import RunConfig
 from tunelab.data.length import LengthReport, apply_length_policy
@@ -437,7 +438,10 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
             raise TrainingError("the config lists eval_tasks, but this caller of train_run "
                                 "gave no task_hook to run them",
                                 hint="remove eval_tasks, or train with `tunelab train`")
-        on_validation = task_hook(cfg.eval_tasks, lambda: run.model, run.tokenizer,
+        tasks = cfg.eval_tasks
+        if run.cfg.task is not None:  # evaluated with the prompt the run trains on
+            tasks = [with_task(t, run.cfg.task) for t in tasks]
+        on_validation = task_hook(tasks, lambda: run.model, run.tokenizer,
                                   cfg.data.chat_template, logger, steps, on_validation,
                                   reporter)
     elif cfg.eval_tasks and main:

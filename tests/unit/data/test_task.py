@@ -163,3 +163,15 @@ def test_a_validation_file_may_name_its_own_text_column(tmp_path):
     assert [ex.messages[1].content.split("\n")[0] for ex in val_ex] == ["Text: fine", "Text: bad"]
     with pytest.raises(ConfigError, match="add a task section"):
         config_from_dict({"data": {"train": {"path": str(train), "text_field": "x"}}})
+
+
+def test_eval_tasks_of_a_task_run_take_the_run_task():
+    from tunelab.config.evaluation import TrainEvalTask
+
+    task = TaskSettings(type="classify", text_field="sentence", labels={0: "negative", 1: "positive"})
+    t = with_task(TrainEvalTask(data="dev.tsv", text_field="content", limit=8), task)
+    assert isinstance(t, TrainEvalTask) and (t.data, t.limit, t.every) == ("dev.tsv", 8, 1)
+    assert (t.text_field, t.labels, t.method) == ("content", ["0", "1"], "likelihood")
+    assert t.label_names == {"0": "negative", "1": "positive"}
+    other = TrainEvalTask(data="q.jsonl", task="generate")
+    assert with_task(other, task) is other  # another task: the run's does not apply
