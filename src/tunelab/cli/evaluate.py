@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the user turn with {text} (and {labels}) (default: the run's task)")
     e.add_argument("--method", choices=("likelihood", "generate"), default=None,
                    help="classify/bbq: score each label word, or match the free answer "
-                        "(default: likelihood for classify, generate for bbq)")
+                        "(default: the run's task's, likelihood; else generate)")
     e.add_argument("--abstain-below", type=rate, default=None, metavar="P",
                    help="classify: no answer when the top label probability is under P")
     e.add_argument("--normalizer", choices=("exact", "gsm8k", "last_number", "number"),

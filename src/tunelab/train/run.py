@@ -206,6 +206,9 @@ def load_run_examples(cfg: RunConfig, reporter: Reporter = SILENT) -> tuple[RunC
                               reporter, read)
     else:
         train_ex, val_ex = holdout_split(train_ex, ds.validation_split, seed)
+    if ds.train_rows is not None and ds.train_rows < len(train_ex):
+        reporter.info(f"data.train_rows: training on a seeded random {ds.train_rows:,} of the "
+                      f"{len(train_ex):,} training rows")
     if ds.train_rows is not None:
         train_ex = _first_rows(train_ex, ds.train_rows, seed, reporter)
     return cfg, train_ex, val_ex

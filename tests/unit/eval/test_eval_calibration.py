@@ -74,7 +74,7 @@ def test_the_report_draws_the_reliability_plot(tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"text": f"a {k} film", "label": TRUTH[k]}) + "\n"
                             for k in SCORES))
-    s = eval_settings({"text_field": "text", "labels": ["0", "1"],
+    s = eval_settings({"text_field": "text", "labels": ["0", "1"], "method": "likelihood",
                        "label_names": {"0": "negative", "1": "positive"}, "abstain_below": 0.6})
     ev = run_evaluation(["m"], str(data), s, report_dir=str(tmp_path / "report"), loader=scorer)
     png = tmp_path / "report" / "plots" / "reliability_m.png"
