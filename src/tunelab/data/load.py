@@ -265,8 +265,10 @@ def _keys(row: dict) -> str:
 def _report_warnings(path: str | Path, warnings: list[Finding], reporter: Reporter) -> None:
     shown, hidden = cap_per_code(warnings)
     for finding in shown:
-        # Columns kept as metadata are a note on correct data, not a problem with it.
-        (reporter.info if finding.code == "unused_columns" else reporter.warning)(str(finding))
+        # Columns kept as metadata are a note on correct data, not a problem with it; a
+        # column another format would read ("... would use 'label'") stays a warning.
+        note = finding.code == "unused_columns" and " would use " not in finding.message
+        (reporter.info if note else reporter.warning)(str(finding))
     for (_, code), n in hidden.items():
         reporter.warning(f"{path}: {n} more [{code}] warning(s)")
     if hidden:
