@@ -147,6 +147,19 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     return exits.OK
 
 
+def _typed_lines():
+    """The lines a person types, stripped, until /exit, /quit or Ctrl-D."""
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            return
+        if line in ("/exit", "/quit"):
+            return
+        yield line
+
+
 def _cmd_chat(a: argparse.Namespace) -> int:
     from tunelab.data.example import Message
 
@@ -154,28 +167,15 @@ def _cmd_chat(a: argparse.Namespace) -> int:
     if answerer.task is not None:  # a task answers each text on its own: no history
         print(f"chat: each message is one {answerer.task.type} question; /exit or Ctrl-D quits",
               file=sys.stderr)
-        while True:
-            try:
-                line = input("you> ").strip()
-            except EOFError:
-                print(file=sys.stderr)
-                return exits.OK
-            if line in ("/exit", "/quit"):
-                return exits.OK
+        for line in _typed_lines():
             if line:
                 answer = answerer.answer([[Message("user", line)]], a.max_new_tokens)[0]
                 print(f"model> {_answer_line(answer)}", flush=True)
+        return exits.OK
     engine = answerer.engine
     history = [{"role": "system", "content": a.system}] if a.system else []
     print("chat: type a message; /reset clears the history, /exit or Ctrl-D quits", file=sys.stderr)
-    while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
-            print(file=sys.stderr)
-            return exits.OK
-        if line in ("/exit", "/quit"):
-            return exits.OK
+    for line in _typed_lines():
         if line == "/reset":
             history = history[:1] if a.system else []
             continue
@@ -185,6 +185,7 @@ def _cmd_chat(a: argparse.Namespace) -> int:
         reply = engine.generate([history], max_new_tokens=a.max_new_tokens)[0]
         history.append({"role": "assistant", "content": reply})
         print(f"model> {reply}", flush=True)
+    return exits.OK
 
 
 def _cmd_export(a: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.config.problems import validation_problems
-from tunelab.config.task import Normalizer, ScoreMethod, TaskSettings
+from tunelab.config.task import Normalizer, ScoreMethod, TaskSettings, labels_as_text
 from tunelab.errors import ConfigError
 from tunelab.files import read_yaml_mapping
 
@@ -91,12 +91,7 @@ class EvalSettings(_Section):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_text(cls, v: object) -> object:
-        # YAML reads `labels: [0, 1]` as numbers; the file's labels are compared as text.
-        if isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()]
-        if isinstance(v, list):
-            return [str(x) for x in v]
-        return v
+        return labels_as_text(v)  # a mapping stays one, for validation to refuse
 
     @field_validator("label_names", mode="before")
     @classmethod

@@ -28,6 +28,18 @@ TEXT_SLOT = "{text}"  # the row's text
 LABELS_SLOT = "{labels}"  # classify: the label words, "a, b or c"
 
 
+def labels_as_text(v: object) -> object:
+    """Labels as the text tables hold: YAML reads `labels: [0, 1]` and `{0: negative}` with
+    numbers, and a flag gives ``"0,1"``; anything else is left for validation to judge."""
+    if isinstance(v, str):
+        return [x.strip() for x in v.split(",") if x.strip()]
+    if isinstance(v, list):
+        return [str(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): str(x) for k, x in v.items()}
+    return v
+
+
 class TaskSettings(BaseModel):
     """One task: the columns it reads, the answers it gives, the prompt it asks."""
 
@@ -48,14 +60,7 @@ class TaskSettings(BaseModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_text(cls, v: object) -> object:
-        # YAML reads `labels: [0, 1]` and `{0: negative}` with numbers; tables hold text.
-        if isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()]
-        if isinstance(v, list):
-            return [str(x) for x in v]
-        if isinstance(v, dict):
-            return {str(k): str(x) for k, x in v.items()}
-        return v
+        return labels_as_text(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSettings:
