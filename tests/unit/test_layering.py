@@ -36,7 +36,7 @@ LAYER = {
     "jobs": 8,
     "cli": 9,
 }
-RESERVED = {"db", "serve.app", "review", "jobs"}
+RESERVED = {"db", "review", "jobs"}
 
 
 def _module(path: Path) -> str:

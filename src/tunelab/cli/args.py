@@ -52,6 +52,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: any free port)."""
+    value = int(_number(text, int))
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535 (given: {text!r})")
+    return value
+
+
 def similarity(text: str) -> float:
     """A similarity threshold in (0, 1] (Jaccard or cosine)."""
     value = _number(text, float)

@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate.register(sub)
 
+    from tunelab.cli import serve
+
+    serve.register(sub)
+
     from tunelab.cli import curve, data_check, data_ops
 
     d = sub.add_parser("data", help="the data gate: check, profile, dedup, split, clean, "

@@ -1,0 +1,110 @@
+"""`tunelab serve`: load the models, open the request log, run the HTTP app until drained.
+
+The order makes every user mistake cheap: the settings are validated by the CLI, the
+address is bound before any model loads (a taken port fails in a second), then the
+models load (an unknown model or a template mismatch fails before anything listens),
+then the database opens. The engine's batching settings are built here from the serve
+settings, where their defaults live. On SIGTERM the server drains
+(``tunelab.serve.app.server``) and this returns; the engines, the log writer (flushing
+what is pending) and the database close on the way out, also after an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from tunelab.config.serve import ServeSettings
+from tunelab.errors import UsageError
+from tunelab.serve.batching import EngineSettings
+from tunelab.tracking.reporter import SILENT, Reporter
+
+
+def engine_settings(s: ServeSettings) -> EngineSettings:
+    """The engine's batching settings, from the serve settings (their one home)."""
+    return EngineSettings(max_batch_size=s.max_batch_size, max_queue=s.max_queue,
+                          prefill_tokens=s.prefill_tokens)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_serve(settings: ServeSettings, api_keys: list[str],
+              on_ready: Callable[[str, list[str]], None] | None = None,
+              reporter: Reporter = SILENT) -> bool | None:
+    """Serve ``settings.models`` until a signal drains the server.
+
+    Args:
+        settings: the validated serve settings (flags already applied).
+        api_keys: the valid keys (at least one).
+        on_ready: called with the base URL and the served names once the server listens.
+        reporter: progress and warnings (loading, a non-loopback address).
+
+    Returns:
+        None when no drain ran (the server stopped otherwise), else whether every
+        in-flight request finished within ``drain_timeout``.
+
+    Raises:
+        UsageError: no model named, or the address cannot be bound.
+        ModelError, StoreError, ConfigError: a model cannot be loaded or served.
+    """
+    import uvicorn
+
+    from tunelab.db import RequestLogWriter, open_database
+    from tunelab.serve.app import create_app
+    from tunelab.serve.app.server import DrainingServer, bind_socket
+    from tunelab.serve.registry import load_registry
+
+    if not settings.models:
+        raise UsageError("no model to serve",
+                         hint="name one or more: `tunelab serve RUN_OR_MODEL`, or list them "
+                              "under `models:` in --config")
+    if not api_keys:
+        raise UsageError("no API key: the server refuses to run open",
+                         hint="set TUNELAB_API_KEYS or give --api-key-file")
+    if not is_loopback(settings.host):
+        reporter.warning(f"listening on {settings.host}: other machines can reach this server "
+                         "(every route but /health and /ready needs a key)")
+    with ExitStack() as stack:
+        sock = bind_socket(settings.host, settings.port)
+        stack.callback(sock.close)
+        registry = load_registry(settings.models, settings.aliases, settings.runs_dir,
+                                 engine_settings(settings), reporter)
+        stack.callback(registry.close)
+        db = open_database(settings.db)
+        stack.callback(db.close)
+        writer = RequestLogWriter(db)
+        writer.start()
+        stack.callback(writer.close)
+        registry.start()
+        app = create_app(registry, settings, writer, api_keys)
+        state = app.state.serve
+
+        async def drain(timeout: float) -> bool:
+            state.start_draining()
+            started = time.monotonic()
+            engines_done = await asyncio.to_thread(registry.drain, timeout)
+            left = max(0.0, timeout - (time.monotonic() - started))
+            sent = await state.wait_idle(left)  # the answers still being written out
+            return bool(engines_done and sent)
+
+        config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
+                                loop="asyncio", lifespan="off")
+        host, port = sock.getsockname()[:2]
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        names = sorted(registry.models)
+        server = DrainingServer(config, drain, settings.drain_timeout,
+                                on_started=None if on_ready is None else lambda: on_ready(url, names))
+        server.run(sockets=[sock])
+        return server.drained
+    return None  # not reached: the `with` returns or raises
