@@ -14,6 +14,7 @@ This module receives a tokenizer object; it never loads a model or a tokenizer.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,27 @@ def render_prompt_ids(tokenizer: Any, messages: Sequence[Message | dict],
     """
     tmpl = resolve_chat_template(tokenizer, template)
     return _encode(tokenizer, render_text(tokenizer, messages, tmpl, add_generation_prompt=True))
+
+
+_PROBE_CHAT = (
+    {"role": "system", "content": "You are a careful assistant."},
+    {"role": "user", "content": "What is 2 + 2?"},
+    {"role": "assistant", "content": "4"},
+    {"role": "user", "content": "And 3 + 3?"},
+)
+
+
+def template_fingerprint(tokenizer: Any, template: str | None) -> str:
+    """A short hash of how a chat is rendered and tokenized (the template's behaviour).
+
+    Two templates that render the probe chat to the same ids share a fingerprint, so a
+    reformatted but equivalent template is not flagged; any change a model would see is.
+
+    Raises:
+        DataError: as ``resolve_chat_template``.
+    """
+    ids = render_prompt_ids(tokenizer, _PROBE_CHAT, template)
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
 def end_of_turn_ids(tokenizer: Any) -> set[int]:

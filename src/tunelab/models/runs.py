@@ -33,7 +33,12 @@ class Loaded:
     task: TaskSettings | None = None  # the task a run was trained for (None: none declared)
 
 
-def _run_base_path(run_dir: Path, trust_remote_code: bool, reporter: Reporter) -> Path:
+def run_base_path(run_dir: Path, reporter: Reporter = SILENT) -> Path:
+    """The base model folder an adapter run was trained on (its recorded path, else its name).
+
+    Raises:
+        ModelNotFoundError: the recorded base is gone and its name resolves to nothing.
+    """
     inputs = run_dir / "inputs.json"
     if inputs.is_file():
         rec = json.loads(inputs.read_text(encoding="utf-8"))["model"]
@@ -112,7 +117,7 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
         raise StoreError(f"run {run_dir} has neither adapter/ nor model/", hint="train it again")
     from peft import PeftModel
 
-    base = load_causal_lm(_run_base_path(run_dir, trust, reporter), trust, dtype)
+    base = load_causal_lm(run_base_path(run_dir, reporter), trust, dtype)
     if len(tok) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(tok), mean_resizing=False)
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
@@ -152,5 +157,5 @@ def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwri
                              hint="check that the folder is writable and the disk has room") from e
         swap_in(tmp, out)  # the old folder goes only once the new one is in place
         return out
-    return merge_adapter(_run_base_path(run_dir, trust, reporter), run_dir / "adapter", out, run_dir / "tokenizer",
+    return merge_adapter(run_base_path(run_dir, reporter), run_dir / "adapter", out, run_dir / "tokenizer",
                          overwrite=overwrite, trust_remote_code=trust)

@@ -2,9 +2,10 @@
 
 The engine renders chats with ``tunelab.data.template.render_prompt_ids``, the same
 function training uses, so a model is served exactly the prompt it was trained on.
-Prompts are sorted by length to cut padding, left-padded with an attention mask,
-generated in batches and returned in the caller's order. Generation stops at EOS and at
-the tokenizer's end-of-turn tokens.
+Prompts are sorted by length (longest first) and answered by continuous batching
+(``tunelab.serve.batching``, the server's scheduler): a finished answer's row is given to
+the next prompt at once instead of waiting for the whole batch. Answers come back in the
+caller's order. Generation stops at EOS and at the tokenizer's end-of-turn tokens.
 
 The engine knows nothing about HTTP, request schemas or streaming; ``tunelab.serve.app``
 builds on it. It receives a loaded model and tokenizer and never loads either.
@@ -12,17 +13,17 @@ builds on it. It receives a loaded model and tokenizer and never loads either.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from transformers import GenerationConfig
 
 from tunelab.data.example import Message
 from tunelab.data.template import end_of_turn_ids, render_prompt_ids, resolve_chat_template
 from tunelab.errors import UsageError
+from tunelab.serve.batching import BatchScheduler, EngineSettings, SamplingParams
+from tunelab.serve.batching import Sequence as Request
 from tunelab.tracking.reporter import Progress
 
 
@@ -173,23 +174,40 @@ class GenerationEngine:
             if len(p) == 0:
                 raise UsageError(f"prompt {i} is empty; a prompt needs at least one token",
                                  hint="give every prompt some text")
-        config = self._generation_config(s)
-        # Longest first: batches hold similar lengths (less padding), and a batch that
-        # runs out of memory does so at the start rather than after minutes.
+        # Longest first: rows that decode together have similar lengths (less padding), and
+        # a batch that runs out of memory does so at the start rather than after minutes.
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+        longest = max((len(p) for p in prompt_ids), default=0)
+        scheduler = BatchScheduler(
+            self.model, self.stop_ids, self.pad_token_id,
+            # No context check here: callers (eval, generate) asked for these lengths and
+            # got them before continuous batching; the server checks its limit itself.
+            context_length=longest + s.max_new_tokens,
+            settings=EngineSettings(max_batch_size=s.batch_size, max_queue=max(len(order), 1),
+                                    prefill_tokens=max(longest, 1) * s.batch_size))
         results: list[list[int]] = [[] for _ in prompt_ids]
         bar = progress(total=len(order), desc="generating", unit="prompt") if progress else None
+        params = [SamplingParams(max_new_tokens=s.max_new_tokens,
+                                 temperature=s.temperature if s.do_sample else 0.0,
+                                 top_p=s.top_p if s.do_sample else 1.0,
+                                 seed=None if s.seed is None else s.seed + rank)
+                  for rank in range(len(order))]
+
+        def done(seq: Request, new: list[int], finished: bool) -> None:
+            if finished and bar is not None:
+                bar.update(1)
+
         was_training = getattr(self.model, "training", False)
         self.model.eval()
         try:
-            with torch.inference_mode(), _seeded(s.seed, self._device()):
-                for start in range(0, len(order), s.batch_size):
-                    chunk = order[start:start + s.batch_size]
-                    new = self._generate_batch([prompt_ids[i] for i in chunk], config)
-                    for i, ids in zip(chunk, new, strict=True):
-                        results[i] = ids
-                    if bar is not None:
-                        bar.update(len(chunk))
+            seqs = [scheduler.submit(list(prompt_ids[i]), params[rank], on_event=done)
+                    for rank, i in enumerate(order)]
+            while scheduler.has_work():
+                scheduler.step()
+            for i, seq in zip(order, seqs, strict=True):
+                if seq.finish_reason == "error":
+                    raise RuntimeError(f"generation failed: {seq.error}")
+                results[i] = seq.output_ids + ([seq.stop_id] if seq.stop_id is not None else [])
         finally:
             if bar is not None:
                 bar.close()
@@ -198,51 +216,3 @@ class GenerationEngine:
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    def _generation_config(self, s: GenerationSettings) -> GenerationConfig:
-        sampling = {"temperature": s.temperature, "top_p": s.top_p, "top_k": 0} if s.do_sample else {}
-        # top_k=0: only temperature and top_p shape sampling, as in OpenAI-style APIs
-        # (transformers would otherwise add its default top_k=50).
-        return GenerationConfig(
-            max_new_tokens=s.max_new_tokens,
-            do_sample=s.do_sample,
-            eos_token_id=sorted(self.stop_ids),
-            pad_token_id=self.pad_token_id,
-            **sampling,
-        )
-
-    def _generate_batch(self, prompts: list[Sequence[int]], config: GenerationConfig) -> list[list[int]]:
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            input_ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-            attention_mask[row, width - len(p):] = 1
-        device = self._device()
-        out = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            generation_config=config,
-        )
-        new_ids = []
-        for row in out[:, width:].tolist():
-            cut = []
-            for t in row:
-                cut.append(t)
-                if t in self.stop_ids:
-                    break
-            new_ids.append(cut)
-        return new_ids
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch for the block only, leaving the caller's RNG state untouched."""
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-

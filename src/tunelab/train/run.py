@@ -27,8 +27,13 @@ from tunelab.config.schema import RunConfig
 from tunelab.data.length import LengthReport, apply_length_policy
 from tunelab.data.load import holdout_split, load_mixture
 from tunelab.data.task import resolve_task, task_loader
-from tunelab.data.template import TokenizedExample, resolve_chat_template, tokenize_example
-from tunelab.errors import TrainingError
+from tunelab.data.template import (
+    TokenizedExample,
+    resolve_chat_template,
+    template_fingerprint,
+    tokenize_example,
+)
+from tunelab.errors import DataError, TrainingError
 from tunelab.files import set_new_file_mode, write_atomic, write_json_atomic, write_text_atomic
 from tunelab.models import adapters
 from tunelab.models.loading import load_causal_lm, load_tokenizer
@@ -252,7 +257,17 @@ def _write_inputs(run: FinetuneRun, hashes: list[dict]) -> None:
     write_json_atomic(run.run_dir / "inputs.json", {
         "model": {"name": run.cfg.model.name, "path": str(run.model_path)},
         "files": hashes,
+        # The chat rendering training used: `tunelab serve` refuses a run whose template
+        # it would render differently (train/serve template drift).
+        "chat_template_fingerprint": _template_fingerprint(run),
     })
+
+
+def _template_fingerprint(run: FinetuneRun) -> str | None:
+    try:
+        return template_fingerprint(run.tokenizer, run.cfg.data.chat_template)
+    except DataError:
+        return None  # no chat template: the run trains on plain text
 
 
 def _setup_optimizer(run: FinetuneRun, steps: int) -> tuple[Any, Any]:

@@ -85,7 +85,7 @@ def test_stops_at_end_of_turn_and_keeps_order(tiny_tokenizer):
     script = [*word, im_end] + tiny_tokenizer("fox", add_special_tokens=False)["input_ids"] * 5
 
     class Scripted(torch.nn.Module):
-        """Emits ``script`` one token per step, whatever the prompt."""
+        """Says ``script`` one token per step: each id is chosen by the row's last id."""
 
         def __init__(self):
             super().__init__()
@@ -93,11 +93,13 @@ def test_stops_at_end_of_turn_and_keeps_order(tiny_tokenizer):
             self.generation_config = None
             self.seen_attention_masks = []
 
-        def generate(self, input_ids, attention_mask, generation_config):
+        def forward(self, input_ids, attention_mask, logits_to_keep=1, **kwargs):
             self.seen_attention_masks.append(attention_mask.clone())
-            n = generation_config.max_new_tokens
-            new = torch.tensor([script[:n]] * input_ids.shape[0])
-            return torch.cat([input_ids, new], dim=1)
+            logits = torch.zeros((input_ids.shape[0], 1, len(tiny_tokenizer)))
+            for row, last in enumerate(input_ids[:, -1].tolist()):
+                k = script.index(last) + 1 if last in script else 0
+                logits[row, 0, script[k]] = 1.0
+            return type("Out", (), {"logits": logits})()
 
     model = Scripted()
     engine = GenerationEngine(model, tiny_tokenizer)
