@@ -206,9 +206,9 @@ class ServeApp:
                  else "max_tokens")
         max_tokens = self._max_tokens(body.requested_tokens(), len(ids), model.context_length,
                                       param, "messages" if chat else "prompt")
-        params = SamplingParams(max_new_tokens=max_tokens, temperature=body.temperature,
-                                top_p=body.top_p, seed=body.seed)
         try:
+            params = SamplingParams(max_new_tokens=max_tokens, temperature=body.temperature,
+                                    top_p=body.top_p, seed=body.seed)
             return Generation(model, ids, params, body.stops())
         except QueueFullError as e:
             raise APIError(429, "the server is at capacity (its request queue is full); "
@@ -222,6 +222,9 @@ class ServeApp:
         except EngineClosedError:
             raise APIError(503, "the server is shutting down; retry on another instance",
                            UNAVAILABLE, code="server_draining") from None
+        except TunelabError as e:  # an empty prompt, a value the engine refuses
+            raise APIError(400, e.message, INVALID_REQUEST,
+                           param="messages" if chat else "prompt") from None
 
     async def _complete(self, job: Job, gen: Generation, request: Request) -> Response:
         try:
