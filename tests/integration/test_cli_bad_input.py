@@ -27,6 +27,7 @@ TMP = "@TMP@"  # replaced by the test's temporary folder
 MALFORMED_YAML = "data:\n  train: [unclosed\n"
 MISSPELT_YAML = "data:\n  train: train.jsonl\ntrian:\n  max_steps: 1\n"
 MISSPELT_EVAL_YAML = "tsk: classify\n"
+MISSPELT_SERVE_YAML = "models: [tiny]\nprot: 8000\n"
 
 
 def _is_numeric(a: argparse.Action) -> bool:
@@ -123,6 +124,8 @@ def test_bad_input_gets_a_message_and_a_documented_code(path, argv, kind, target
         return  # only run and evaluation configs have a schema to misspell
     if kind == "misspelt" and "eval" in argv:
         (workdir / "misspelt.yaml").write_text(MISSPELT_EVAL_YAML)
+    if kind == "misspelt" and "serve" in argv:
+        (workdir / "misspelt.yaml").write_text(MISSPELT_SERVE_YAML)
     argv = [x.replace(TMP, str(workdir)) for x in argv]
     code = main(argv)
     out, err = capsys.readouterr()

@@ -29,13 +29,12 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"tunelab {tunelab.__version__}"
 
 
-def test_bare_tunelab_prints_the_help_without_promising_serve(capsys):
+def test_bare_tunelab_prints_the_help(capsys):
     assert main([]) == exits.OK
     captured = capsys.readouterr()
     assert captured.out.startswith("usage: tunelab") and "train" in captured.out
+    assert "serve" in captured.out
     assert captured.err == ""
-    texts = [parser.format_help() for _, parser in commands()]
-    assert not [t for t in texts if re.search(r"\bserv(e|es|ing)\b", t, re.IGNORECASE)]
 
 
 @pytest.mark.parametrize(("path", "parser"), commands(),

@@ -16,15 +16,20 @@ import ipaddress
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from tunelab.config.serve import ServeSettings
 from tunelab.errors import UsageError
-from tunelab.serve.batching import EngineSettings
 from tunelab.tracking.reporter import SILENT, Reporter
+
+if TYPE_CHECKING:
+    from tunelab.serve.batching import EngineSettings
 
 
 def engine_settings(s: ServeSettings) -> EngineSettings:
     """The engine's batching settings, from the serve settings (their one home)."""
+    from tunelab.serve.batching import EngineSettings
+
     return EngineSettings(max_batch_size=s.max_batch_size, max_queue=s.max_queue,
                           prefill_tokens=s.prefill_tokens)
 
@@ -58,20 +63,20 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         UsageError: no model named, or the address cannot be bound.
         ModelError, StoreError, ConfigError: a model cannot be loaded or served.
     """
-    import uvicorn
-
-    from tunelab.db import RequestLogWriter, open_database
-    from tunelab.serve.app import create_app
-    from tunelab.serve.app.server import DrainingServer, bind_socket
-    from tunelab.serve.registry import load_registry
-
-    if not settings.models:
+    if not settings.models and not settings.aliases:
         raise UsageError("no model to serve",
                          hint="name one or more: `tunelab serve RUN_OR_MODEL`, or list them "
                               "under `models:` in --config")
     if not api_keys:
         raise UsageError("no API key: the server refuses to run open",
                          hint="set TUNELAB_API_KEYS or give --api-key-file")
+    import uvicorn  # here, after the cheap checks: these pull in torch and SQLAlchemy
+
+    from tunelab.db import RequestLogWriter, open_database
+    from tunelab.serve.app.api import create_app
+    from tunelab.serve.app.server import DrainingServer, bind_socket
+    from tunelab.serve.registry import load_registry
+
     if not is_loopback(settings.host):
         reporter.warning(f"listening on {settings.host}: other machines can reach this server "
                          "(every route but /health and /ready needs a key)")

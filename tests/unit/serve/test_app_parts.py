@@ -7,7 +7,13 @@ import pytest
 
 from tunelab.config.serve import FilterSettings, ServeSettings, load_serve_settings
 from tunelab.errors import ConfigError, UsageError
-from tunelab.serve.app.auth import KEYS_ENV, bearer_token, configured_keys, generate_key, key_matches
+from tunelab.serve.app.auth import (
+    KEYS_ENV,
+    bearer_token,
+    configured_keys,
+    generate_key,
+    key_matches,
+)
 from tunelab.serve.app.filters import BLOCKED, REDACTED, OutputFilter, redact
 from tunelab.serve.app.text import AnswerText, first_stop
 
