@@ -15,6 +15,7 @@ Every error body has the OpenAI shape (``tunelab.serve.app.errors``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -121,7 +122,7 @@ def _watch_engines(registry: ModelRegistry, metrics: ServeMetrics) -> None:
     for served in by_engine.values():
         engine = served[0].engine
         names = [m.name for m in served]
-        metrics.watch_engine(names, lambda e=engine: e.waiting, lambda e=engine: e.running)
+        metrics.watch_engine(names, _reader(engine, "waiting"), _reader(engine, "running"))
         observe = metrics.step_observer("+".join(sorted(names)))
         before = engine.on_step
 
@@ -131,3 +132,7 @@ def _watch_engines(registry: ModelRegistry, metrics: ServeMetrics) -> None:
             if before is not None:
                 before(batch, tokens, seconds)
         engine.on_step = on_step
+
+
+def _reader(engine: Any, attribute: str) -> Callable[[], float]:
+    return lambda: float(getattr(engine, attribute))

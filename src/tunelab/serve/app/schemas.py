@@ -9,6 +9,7 @@ in the exact OpenAI shapes. This module knows nothing of models or the engine.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -91,6 +92,17 @@ class ChatRequest(_Sampling):
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def tokens_param(self) -> str:
+        """The field that set the answer's length, for messages."""
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+    def prompt_param(self) -> str:
+        return "messages"
+
+    def log_prompt(self) -> str:
+        """The prompt as the request log keeps it: the messages as JSON."""
+        return json.dumps(self.chat(), ensure_ascii=False)
+
     def chat(self) -> list[dict[str, str]]:
         """The messages as the template renders them (``developer`` is OpenAI's new ``system``)."""
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -120,8 +132,17 @@ class CompletionRequest(_Sampling):
     def requested_tokens(self) -> int | None:
         return self.max_tokens
 
+    def tokens_param(self) -> str:
+        return "max_tokens"
+
+    def prompt_param(self) -> str:
+        return "prompt"
+
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def log_prompt(self) -> str:
+        return self.text()
 
 
 def new_id(prefix: str) -> str:

@@ -168,9 +168,7 @@ class ServeApp:
         """Answer one chat or completions request (JSON, or server-sent events)."""
         chat = isinstance(body, schemas.ChatRequest)
         endpoint = CHAT if chat else COMPLETIONS
-        log_prompt = None
-        if self.settings.log_text:
-            log_prompt = json.dumps(body.chat(), ensure_ascii=False) if chat else body.text()
+        log_prompt = body.log_prompt() if self.settings.log_text else None
         job = Job(endpoint, schemas.new_id("chatcmpl" if chat else "cmpl"), UNKNOWN_MODEL,
                   body.model, body.user, log_prompt, body.stream)
         try:
@@ -195,17 +193,17 @@ class ServeApp:
                            UNAVAILABLE, code="server_draining")
         model = self.model(body.model)
         job.model = model.name
-        chat = isinstance(body, schemas.ChatRequest)
+        where = body.prompt_param()
         try:
-            ids = model.render(body.chat()) if chat else model.encode(body.text())
+            if isinstance(body, schemas.ChatRequest):
+                ids = model.render(body.chat())
+            else:
+                ids = model.encode(body.text())
         except TunelabError as e:
-            raise APIError(400, e.message, INVALID_REQUEST,
-                           param="messages" if chat else "prompt") from None
+            raise APIError(400, e.message, INVALID_REQUEST, param=where) from None
         job.prompt_tokens = len(ids)
-        param = ("max_completion_tokens" if chat and body.max_completion_tokens is not None
-                 else "max_tokens")
         max_tokens = self._max_tokens(body.requested_tokens(), len(ids), model.context_length,
-                                      param, "messages" if chat else "prompt")
+                                      body.tokens_param(), where)
         try:
             params = SamplingParams(max_new_tokens=max_tokens, temperature=body.temperature,
                                     top_p=body.top_p, seed=body.seed)
@@ -217,14 +215,12 @@ class ServeApp:
         except ContextLengthError as e:
             raise APIError(400, f"This model's maximum context length is {e.context_length} "
                                 f"tokens; the request needs {e.prompt_tokens} + "
-                                f"{e.max_new_tokens}", param="messages" if chat else "prompt",
-                           code="context_length_exceeded") from None
+                                f"{e.max_new_tokens}", param=where, code="context_length_exceeded") from None
         except EngineClosedError:
             raise APIError(503, "the server is shutting down; retry on another instance",
                            UNAVAILABLE, code="server_draining") from None
         except TunelabError as e:  # an empty prompt, a value the engine refuses
-            raise APIError(400, e.message, INVALID_REQUEST,
-                           param="messages" if chat else "prompt") from None
+            raise APIError(400, e.message, INVALID_REQUEST, param=where) from None
 
     async def _complete(self, job: Job, gen: Generation, request: Request) -> Response:
         try:
