@@ -24,20 +24,25 @@ CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Where is my p
         "temperature": 0, "max_tokens": 24}
 
 
-def _rows(server: Server, expect: int = 1, timeout: float = 10.0) -> list:
-    """The server's request-log rows, newest first, once at least ``expect`` are written."""
+def _rows(server: Server, expect: int = 1, timeout: float = 10.0, where=lambda r: True) -> list:
+    """The server's request-log rows that pass ``where``, newest first, once at least
+    ``expect`` of them are written (the writer flushes every second)."""
     from tunelab.db import open_database, recent_requests
 
     db = open_database(server.db_url)
     try:
         deadline = time.monotonic() + timeout
         while True:
-            rows = recent_requests(db, limit=1000)
+            rows = [r for r in recent_requests(db, limit=1000) if where(r)]
             if len(rows) >= expect or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
     finally:
         db.close()
+
+
+def _left(r) -> bool:
+    return r.status_code == 499
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +239,7 @@ def test_a_client_that_leaves_a_stream_frees_its_slot(server):
     conn.sock.close()  # the client goes away mid-answer
     conn.close()
     assert _wait_idle(server) < 1.0
-    row = next(r for r in _rows(server) if r.status_code == 499)
+    row = _rows(server, where=_left)[0]
     assert row.finish_reason == "cancelled" and 0 < row.completion_tokens < 480 and row.stream
 
 
@@ -244,7 +249,7 @@ def test_a_client_that_leaves_a_plain_request_frees_its_slot(one_slot):
         http_call(one_slot, "POST", "/v1/chat/completions", {**CHAT, "max_tokens": 480},
                   timeout=0.3)
     assert _wait_idle(one_slot) < 1.0
-    row = next(r for r in _rows(one_slot) if r.status_code == 499)
+    row = _rows(one_slot, where=_left)[0]
     assert row.finish_reason == "cancelled" and row.completion_tokens < 480
 
 
@@ -257,7 +262,7 @@ def test_the_blocklist_filters_answers_and_marks_them_and_text_stays_out_of_the_
                        one_slot.client().chat.completions.create(**{**CHAT, "max_tokens": 40},
                                                                  stream=True) if c.choices)
     assert streamed == text
-    rows = [r for r in _rows(one_slot, expect=2) if r.status_code == 200]
+    rows = _rows(one_slot, expect=2, where=lambda r: r.status_code == 200)
     if "[blocked]" in text:
         assert rows[0].filtered == "blocklist"
     assert all(r.prompt is None and r.answer is None for r in _rows(one_slot))
@@ -268,8 +273,8 @@ def test_the_blocklist_filters_answers_and_marks_them_and_text_stays_out_of_the_
 def test_requests_are_logged_with_counts_and_text(server):
     client = server.client()
     r = client.chat.completions.create(**CHAT, user="user-7")
-    rows = _rows(server, expect=1)
-    row = next(x for x in rows if x.request_id == r.id)
+    row = _rows(server, where=lambda x: x.request_id == r.id)[0]
+    rows = _rows(server)
     assert row.endpoint == "chat.completions" and row.model == "tiny" and row.user == "user-7"
     assert row.status_code == 200 and row.answer == r.choices[0].message.content
     assert json.loads(row.prompt) == CHAT["messages"]
