@@ -25,6 +25,8 @@ from tunelab.tracking.reporter import SILENT, Reporter
 if TYPE_CHECKING:
     from tunelab.serve.batching import EngineSettings
 
+CLOSE_GRACE_SECONDS = 5.0  # after the drain: for cancelled responses to end and sockets to close
+
 
 def engine_settings(s: ServeSettings) -> EngineSettings:
     """The engine's batching settings, from the serve settings (their one home)."""
@@ -101,10 +103,16 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
             engines_done = await asyncio.to_thread(registry.drain, timeout)
             left = max(0.0, timeout - (time.monotonic() - started))
             sent = await state.wait_idle(left)  # the answers still being written out
+            if not (engines_done and sent):
+                # Out of time: cancel what is left, so each open response ends now (with a
+                # 503 error event) instead of uvicorn waiting for it to finish generating.
+                await asyncio.to_thread(registry.close)
+                await state.wait_idle(CLOSE_GRACE_SECONDS)
             return bool(engines_done and sent)
 
         config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
-                                loop="asyncio", lifespan="off")
+                                loop="asyncio", lifespan="off",
+                                timeout_graceful_shutdown=CLOSE_GRACE_SECONDS)
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         names = sorted(registry.models)
