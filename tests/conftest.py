@@ -29,6 +29,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
+@pytest.fixture(scope="session")
+def lively_model_dir(tmp_path_factory) -> Path:
+    """A tiny model folder whose answers depend on the prompt (see ``save_tiny_model_dir``)."""
+    return save_tiny_model_dir(tmp_path_factory.mktemp("lively") / "lively-llama", lively=True)
+
+
 @pytest.fixture
 def default_model():
     """The real default model, pulled into the store (for ``real_model`` tests); skips if it cannot be."""
