@@ -7,7 +7,7 @@ returns, so not even a power cut loses it; NORMAL would survive a killed process
 and a busy timeout; then Alembic brings the schema to the newest revision (``upgrade
 head``: a no-op on an up-to-date database, so it runs on every open). Two processes
 opening one database at once take turns: SQLite's write lock (``BEGIN IMMEDIATE``),
-PostgreSQL's advisory lock.
+PostgreSQL's advisory lock; threads of one process take turns on a lock of their own.
 
 ``postgresql://`` and ``postgres://`` URLs use the psycopg 3 driver (the one installed).
 Every failure (a malformed URL, an unknown backend, a server that cannot be reached, a
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000  # wait this long for another writer's lock, then fail
 PG_CONNECT_TIMEOUT_S = 10  # an unreachable host fails after this, not after minutes
 _PG_MIGRATION_LOCK = 0x74756E656C6162  # pg_advisory_xact_lock key ("tunelab" in ASCII)
+# Alembic runs through module-level proxies (``alembic.context``, ``alembic.op``): two
+# migrations in one process at once would share them. Processes take turns in the database.
+_MIGRATING = threading.Lock()
 _URL_HINT = "write it as sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
 
 
@@ -65,12 +69,16 @@ def safe_url(url: str) -> str:
         url: any string a user gave as a database URL (it need not parse).
 
     Returns:
-        The URL with its password (and a ``password=`` query value) hidden.
+        The URL with its password (and a ``password=`` query value) hidden; for a
+        string that does not parse, all that stands before its last ``@``.
     """
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+        parsed = None
+    if parsed is None or "@" in (parsed.host or ""):  # an unescaped "@" in the password
+        # a malformed URL: whatever stands before its last "@" may hold credentials
+        return re.sub(r"^([A-Za-z0-9+.-]*:/*)?.*@", r"\1***@", url)
     if "password" in parsed.query:
         parsed = parsed.difference_update_query(["password"])
     return parsed.render_as_string(hide_password=True)
@@ -176,6 +184,9 @@ def _parse(raw: str, shown: str) -> URL:
     except (ArgumentError, ValueError):
         # the parser's own message repeats the whole string, password included
         raise DatabaseError(f"{shown!r} is not a database URL", hint=_URL_HINT) from None
+    if "@" in (parsed.host or ""):
+        raise DatabaseError(f"the database URL {shown} has an \"@\" in its password",
+                            hint="write each \"@\" in the password as %40") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "postgres":  # the scheme libpq and Heroku accept
         backend = "postgresql"
@@ -244,7 +255,7 @@ def _sqlite_on_begin(connection: Connection) -> None:
 
 
 def _migrate(engine: Engine) -> None:
-    with engine.connect() as connection:
+    with _MIGRATING, engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             connection.execution_options(sqlite_begin="IMMEDIATE")
         with connection.begin():
