@@ -59,6 +59,6 @@ def test_rows_written_by_the_writer_are_read_back(postgres_url):
         back = recent_requests(db)
     assert back[1:] == records[::-1]  # every field, None and time zone included
     assert back[0].prompt == "nul \ufffd inside" and back[0].model == "m" * 200
-    # a second open of a migrated database changes nothing
-    with open_database(postgres_url) as again:
+    # a second open of a migrated database changes nothing; postgres:// is understood too
+    with open_database(postgres_url.replace("postgresql+psycopg://", "postgres://")) as again:
         assert len(recent_requests(again, limit=3)) == 3

@@ -193,8 +193,9 @@ def _parse(raw: str, shown: str) -> URL:
     if backend not in ("sqlite", "postgresql"):
         raise DatabaseError(f"the database {shown} is {backend!r}; tunelab stores its "
                             "data in SQLite or PostgreSQL", hint=_URL_HINT)
-    if backend == "postgresql" and not driver:
-        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the one installed
+    if backend == "postgresql" and (not driver or parsed.drivername.startswith("postgres+")):
+        # psycopg 3 is the driver installed; SQLAlchemy 2 no longer knows "postgres"
+        parsed = parsed.set(drivername=f"postgresql+{driver or 'psycopg'}")
     if backend == "postgresql" and not parsed.database:
         raise DatabaseError(f"the database URL {shown} names no database", hint=_URL_HINT)
     if backend == "sqlite":
