@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny model factory, an isolated TUNELAB_HOME, and ../shared paths."""
+"""Shared fixtures: the tiny model factory, an isolated TUNELAB_HOME, ../shared paths, and a
+throwaway PostgreSQL server (``postgres_url``, ``fresh_postgres_url``: tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pg import fresh_postgres_url, postgres_url  # noqa: E402,F401 - fixtures, re-exported
 from shared_data import SHARED_DATA, shared_file  # noqa: E402,F401 - re-exported
 from tiny import make_tiny_model, make_tiny_tokenizer, save_tiny_model_dir  # noqa: E402
 
