@@ -7,8 +7,9 @@ Both sides answer the same classification prompts (the ``tunelab eval`` default 
 greedily with the same ``max_new_tokens`` and stop tokens:
 
 * one at a time: ``model.generate`` per prompt, no padding (what a plain loop does);
-* batched: ``GenerationEngine.generate`` (length-sorted, left-padded batches, each
-  answer cut at EOS / end-of-turn), as ``tunelab eval`` runs it.
+* batched: ``GenerationEngine.generate`` (length-sorted, continuous batching: a finished
+  row takes the next prompt at once; each answer cut at EOS / end-of-turn), as
+  ``tunelab eval`` runs it.
 
 Figures are examples per second of wall time and their ratio (target: >= 3x), plus the
 share of answers that are identical (greedy decoding of padded batches can differ in
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+    from transformers import GenerationConfig
 
-    from tunelab.eval.prompts import LabelSet
+    from tunelab.data.task import LabelSet, TaskPrompt
     from tunelab.eval.rows import load_rows
     from tunelab.eval.tasks import classify_prompts
     from tunelab.models.runs import load_for_inference
@@ -59,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_for_inference(a.model)
     engine = GenerationEngine(loaded.model, loaded.tokenizer, loaded.chat_template)
     rows = load_rows(a.file, "content", "label", a.rows)
-    chats = classify_prompts(rows, LabelSet.build(["0", "1"], {"0": "negative", "1": "positive"}),
-                             None)
+    labels = LabelSet.build(["0", "1"], {"0": "negative", "1": "positive"})
+    chats = classify_prompts(rows, TaskPrompt("classify", tuple(labels.words)))
     prompts = [engine.render(c) for c in chats]
-    config = engine._generation_config(a.max_new_tokens, False, 1.0, 1.0)
+    config = GenerationConfig(max_new_tokens=a.max_new_tokens, do_sample=False,
+                              eos_token_id=sorted(engine.stop_ids), pad_token_id=engine.pad_token_id)
     model, tok = loaded.model, loaded.tokenizer
     model.eval()
 

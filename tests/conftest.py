@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny model factory, an isolated TUNELAB_HOME, and ../shared paths."""
+"""Shared fixtures: the tiny model factory, an isolated TUNELAB_HOME, ../shared paths, and a
+throwaway PostgreSQL server (``postgres_url``, ``fresh_postgres_url``: tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pg import fresh_postgres_url, postgres_url  # noqa: E402,F401 - fixtures, re-exported
 from shared_data import SHARED_DATA, shared_file  # noqa: E402,F401 - re-exported
 from tiny import make_tiny_model, make_tiny_tokenizer, save_tiny_model_dir  # noqa: E402
 
@@ -27,6 +29,12 @@ def tiny_model(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def lively_model_dir(tmp_path_factory) -> Path:
+    """A tiny model folder whose answers depend on the prompt (see ``save_tiny_model_dir``)."""
+    return save_tiny_model_dir(tmp_path_factory.mktemp("lively") / "lively-llama", lively=True)
 
 
 @pytest.fixture

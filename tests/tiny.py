@@ -80,10 +80,22 @@ def make_tiny_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32)
     return model
 
 
-def save_tiny_model_dir(path: Path, seed: int = 0) -> Path:
-    """Write a tiny model + tokenizer as a Hugging Face folder (safetensors) at ``path``."""
+def save_tiny_model_dir(path: Path, seed: int = 0, lively: bool = False) -> Path:
+    """Write a tiny model + tokenizer as a Hugging Face folder (safetensors) at ``path``.
+
+    ``lively``: weights redrawn larger; at the default init the model repeats one token for
+    every prompt, which makes comparisons between models or prompts vacuous.
+    """
     tok = make_tiny_tokenizer()
     model = make_tiny_model(tok, seed=seed)
+    if lively:
+        import torch
+
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.normal_(0.0, 0.5)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)

@@ -22,6 +22,7 @@ from typing import Any
 
 from tunelab.errors import (
     ConfigError,
+    DatabaseError,
     DataError,
     ModelError,
     ModelNotFoundError,
@@ -57,6 +58,7 @@ _LAZY = {
 __all__ = [
     "ConfigError",
     "DataError",
+    "DatabaseError",
     "EvalSettings",
     "GenerationEngine",
     "ModelError",

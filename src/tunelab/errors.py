@@ -13,7 +13,8 @@ an exit code, never a traceback. Anything else escaping is a bug in tunelab.
     │   ├── ModelNotFoundError   a model name resolves to nothing (names the pull command)
     │   └── UnsafeModelError     pickle weights or remote code that were not allowed
     ├── StoreError               the model store or a run folder is unusable
-    └── TrainingError            training cannot start or continue (bad state, NaN loss)
+    ├── TrainingError            training cannot start or continue (bad state, NaN loss)
+    └── DatabaseError            the database cannot be opened, migrated or written
 
 This module knows nothing of the CLI: exit codes are chosen in ``tunelab.cli.exits``.
 """
@@ -92,3 +93,10 @@ class StoreError(TunelabError):
 
 class TrainingError(TunelabError):
     """Training cannot start or continue."""
+
+
+class DatabaseError(TunelabError):
+    """The database (the request log) cannot be opened, migrated or written.
+
+    The message names the URL without its password.
+    """

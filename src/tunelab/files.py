@@ -24,6 +24,9 @@ umask) leaves them readable by their owner only; ``set_new_file_mode`` gives a f
 folder's files the mode a plain ``open()`` would have, and ``write_atomic`` applies it
 after its callback.
 
+``tunelab_home`` is the folder tunelab keeps its own files in (the model store, the
+request log database): ``$TUNELAB_HOME``, else the per-user cache folder.
+
 ``sha256_file`` fingerprints inputs and outputs. ``read_yaml_mapping`` raises
 ``ConfigError``, naming the file, and for a syntax error its line and column.
 
@@ -46,6 +49,20 @@ import yaml
 from tunelab.errors import ConfigError, DataError, StoreError
 
 WriteError = type[StoreError] | type[DataError]
+
+
+def tunelab_home() -> Path:
+    """Where tunelab keeps its own files (the model store, the default database).
+
+    Returns:
+        ``$TUNELAB_HOME`` when set, else the per-user cache folder for ``tunelab``.
+    """
+    env = os.environ.get("TUNELAB_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tunelab"))
 
 
 def sha256_file(path: str | Path) -> str:

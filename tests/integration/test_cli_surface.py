@@ -70,6 +70,7 @@ def _error_classes() -> list[type[errors.TunelabError]]:
     (errors.DataError, exits.DATA), (errors.ModelError, exits.MODEL),
     (errors.ModelNotFoundError, exits.MODEL), (errors.UnsafeModelError, exits.MODEL),
     (errors.StoreError, exits.STORE), (errors.TrainingError, exits.TRAINING),
+    (errors.DatabaseError, exits.DATABASE),
 ])
 def test_each_error_class_has_its_code(cls, code):
     error = cls(["a problem"]) if cls is errors.ConfigError else cls("a problem")

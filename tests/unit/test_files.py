@@ -134,3 +134,12 @@ def test_yaml_missing_unreadable_and_not_a_mapping(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     with pytest.raises(ConfigError, match="cannot be read as UTF-8"):
         read_yaml_mapping(tmp_path / "latin1.yaml", "config file")
+
+
+def test_tunelab_home_follows_env_else_user_cache(tmp_path, monkeypatch):
+    from tunelab.files import tunelab_home
+
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "h"))
+    assert tunelab_home() == tmp_path / "h"
+    monkeypatch.delenv("TUNELAB_HOME")
+    assert tunelab_home().name.lower() == "tunelab"

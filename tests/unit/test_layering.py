@@ -6,7 +6,7 @@ Layers, bottom to top; a module imports only from its own package or from layers
     1  files                      atomic writes, file modes, the YAML mapping reader
     2  config | tracking          typed settings | run folders, metric logs, the Reporter
     3  data | models | db         what training reads | the model store, loading, runs
-                                  | (reserved, issue "serve") SQLAlchemy tables, sessions
+                                  | SQLAlchemy tables, migrations, the request log
     4  gate | train | serve       the data-quality gate | training | the serving engine
     5  eval                       scores models (uses the engine, the training loss)
     6  serve.app | review         (reserved) HTTP routes above the engine | review web app
@@ -36,7 +36,7 @@ LAYER = {
     "jobs": 8,
     "cli": 9,
 }
-RESERVED = {"db", "review", "jobs"}
+RESERVED = {"review", "jobs"}
 
 
 def _module(path: Path) -> str:

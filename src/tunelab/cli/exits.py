@@ -5,7 +5,8 @@ class to one of them; README.md ("Exit codes") documents the same table, and a t
 keeps the two equal. This module knows nothing of argument parsing or printing.
 
 A code says which kind of thing to fix: the command line or config (2), the data (3),
-the model (4), the store or a run folder (5), the training state (6). 1 is a command
+the model (4), the store or a run folder (5), the training state (6), the database
+(7). 1 is a command
 that ran and found problems (``tunelab data check`` found errors), like ``grep`` or
 ``diff``; 70 (``EX_SOFTWARE`` of sysexits.h) is a bug in tunelab and never a user's
 mistake; 130 is 128 + SIGINT, what shells report for Ctrl-C.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from tunelab.errors import (
     ConfigError,
+    DatabaseError,
     DataError,
     ModelError,
     StoreError,
@@ -30,6 +32,7 @@ DATA = 3  # input data is missing, unreadable or invalid
 MODEL = 4  # a model cannot be found, fetched, trusted or loaded
 STORE = 5  # the model store or a run folder is missing, incomplete or unwritable
 TRAINING = 6  # training cannot start or continue (changed settings on resume, NaN loss)
+DATABASE = 7  # the database cannot be opened, migrated or written (bad URL, server down)
 INTERNAL = 70  # a bug in tunelab: the traceback is written to a file
 INTERRUPTED = 130  # Ctrl-C
 BROKEN_PIPE = 141  # stdout closed early (`| head`); 128 + SIGPIPE, as other tools exit
@@ -42,6 +45,7 @@ _BY_ERROR: tuple[tuple[type[TunelabError], int], ...] = (
     (ModelError, MODEL),
     (StoreError, STORE),
     (TrainingError, TRAINING),
+    (DatabaseError, DATABASE),
 )
 
 # The table README.md documents, in its order: code -> what it means.
@@ -53,6 +57,7 @@ DOCUMENTED: dict[int, str] = {
     MODEL: "model",
     STORE: "store or run folder",
     TRAINING: "training",
+    DATABASE: "database",
     INTERNAL: "internal error (a bug in tunelab)",
     INTERRUPTED: "interrupted",
     BROKEN_PIPE: "the output's reader went away",

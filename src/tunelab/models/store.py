@@ -23,7 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tunelab.errors import StoreError
-from tunelab.files import fsync_dir, fsync_file, set_new_file_mode, write_json_atomic
+from tunelab.files import (
+    fsync_dir,
+    fsync_file,
+    set_new_file_mode,
+    tunelab_home,
+    write_json_atomic,
+)
 from tunelab.tracking.reporter import SILENT, Reporter
 
 MANIFEST = "tunelab_model.json"
@@ -33,18 +39,9 @@ _OLD_PREFIX = ".old-"  # an entry being replaced, deleted right after the swap
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-def store_home() -> Path:
-    """Where tunelab keeps its models.
-
-    Returns:
-        ``$TUNELAB_HOME`` when set, else the per-user cache folder for ``tunelab``.
-    """
-    env = os.environ.get("TUNELAB_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("tunelab"))
+# The models' name for the tunelab home (``tunelab.files.tunelab_home``); the database
+# layer shares the folder, so the function lives below both.
+store_home = tunelab_home
 
 
 @dataclass

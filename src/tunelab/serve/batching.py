@@ -14,8 +14,9 @@ decoding. Each ``step()``:
 4. retires finished rows (a stop id, ``max_new_tokens`` or the context length).
 
 Rows may use different LoRA adapters of one PEFT model: a batch with one adapter runs
-with it active; a mixed batch passes PEFT's ``adapter_names`` (``"__base__"`` for the
-plain weights), which applies each adapter to its own rows only.
+with it active; a mixed batch passes PEFT's ``adapter_names`` (``BASE_ADAPTER`` for the
+plain weights), which applies each adapter to its own rows only. A request naming no
+adapter gets the adapter that was active when the scheduler was made.
 
 Why our own loop rather than transformers' ``ContinuousBatchingManager``: that manager
 needs paged-attention kernels and a fixed set of generation settings per manager, and it
@@ -306,6 +307,9 @@ class BatchScheduler:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # guards `waiting` against submitting threads
         self._is_peft = hasattr(model, "peft_config")
+        # A request without an adapter gets the model as it was handed over: a PEFT
+        # model's active adapter then (BASE_ADAPTER asks for the plain weights).
+        self._default_adapter = model.active_adapter if self._is_peft else None
         self.device = next(model.parameters()).device
 
     # -- submitting ----------------------------------------------------------------
@@ -324,7 +328,7 @@ class BatchScheduler:
                              hint="send some text")
         if len(prompt_ids) + params.max_new_tokens > self.context_length:
             raise ContextLengthError(len(prompt_ids), params.max_new_tokens, self.context_length)
-        if adapter is not None and adapter not in getattr(self.model, "peft_config", {}):
+        if adapter not in (None, BASE_ADAPTER) and adapter not in getattr(self.model, "peft_config", {}):
             raise UsageError(f"adapter {adapter!r} is not loaded in this engine")
         seq = Sequence(next(self._ids), list(prompt_ids), params, adapter, on_event)
         if params.temperature > 0:
@@ -402,8 +406,8 @@ class BatchScheduler:
         """Last-position logits (rows, vocab) with each row's adapter."""
         if not self._is_peft:
             return self.model(**inputs, logits_to_keep=1).logits[:, -1].float()
-        names = {s.adapter for s in seqs}
-        if names == {None}:
+        names = {s.adapter or self._default_adapter for s in seqs}
+        if names == {BASE_ADAPTER}:
             with self.model.disable_adapter():
                 return self.model(**inputs, logits_to_keep=1).logits[:, -1].float()
         if len(names) == 1:
@@ -411,7 +415,7 @@ class BatchScheduler:
             if self.model.active_adapter != name:
                 self.model.set_adapter(name)
             return self.model(**inputs, logits_to_keep=1).logits[:, -1].float()
-        adapter_names = [s.adapter or BASE_ADAPTER for s in seqs]
+        adapter_names = [s.adapter or self._default_adapter for s in seqs]
         return self.model(**inputs, adapter_names=adapter_names, logits_to_keep=1).logits[:, -1].float()
 
     def _prefill(self, seqs: list[Sequence]) -> None:

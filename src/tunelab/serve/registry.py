@@ -38,7 +38,7 @@ from tunelab.errors import StoreError, UsageError
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
 from tunelab.models.runs import run_base_path, run_settings, task_of_run
-from tunelab.serve.batching import EngineSettings, ServingEngine
+from tunelab.serve.batching import BASE_ADAPTER, EngineSettings, ServingEngine
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import find_run
 
@@ -160,7 +160,7 @@ def _check_fingerprint(entry: _Entry, tokenizer: Any, reporter: Reporter) -> str
 def _adapter_name(name: str, taken: set[str]) -> str:
     base = re.sub(r"\W", "_", name) or "adapter"  # PEFT keys modules by the name: no dots
     out, n = base, 1
-    while out in taken or out == "__base__":
+    while out in taken or out == BASE_ADAPTER:
         n += 1
         out = f"{base}_{n}"
     return out
@@ -214,8 +214,8 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
             model.resize_token_embeddings(vocab, mean_resizing=False)
         adapter_of: dict[str, str | None] = {}
         for e in group:
-            if e.adapter_dir is None:
-                adapter_of[e.name] = None
+            if e.adapter_dir is None:  # the weights themselves, beside any adapters
+                adapter_of[e.name] = BASE_ADAPTER if len(group) > 1 else None
                 continue
             name = _adapter_name(e.name, {a for a in adapter_of.values() if a})
             if hasattr(model, "peft_config"):

@@ -9,6 +9,7 @@ from tunelab.data.example import Message
 from tunelab.data.template import render_prompt_ids
 from tunelab.errors import UsageError
 from tunelab.serve.batching import (
+    BASE_ADAPTER,
     BatchScheduler,
     ContextLengthError,
     EngineClosedError,
@@ -96,7 +97,7 @@ def test_each_row_gets_its_own_adapter_in_a_mixed_batch(tiny_tokenizer, prompts)
     torch.manual_seed(2)
     peft_model.add_adapter("two", cfg)
     peft_model.eval()
-    plan = [("one", 0), ("two", 0), (None, 0), ("two", 1), ("one", 2)]
+    plan = [("one", 0), ("two", 0), (BASE_ADAPTER, 0), ("two", 1), ("one", 2), (None, 2)]
     alone = []
     for adapter, i in plan:
         s = _scheduler(peft_model, batch=1)
@@ -104,7 +105,8 @@ def test_each_row_gets_its_own_adapter_in_a_mixed_batch(tiny_tokenizer, prompts)
         _run(s)
         alone.append(seq.output_ids)
     assert alone[0] != alone[1] != alone[2]  # the adapters matter for one prompt
-    s = _scheduler(peft_model, batch=5)
+    assert alone[5] == alone[4]  # no adapter named: the active one ("one"; adding keeps it)
+    s = _scheduler(peft_model, batch=6)
     mixed = [s.submit(prompts[i], SamplingParams(8), adapter=a) for a, i in plan]
     _run(s)
     assert [q.output_ids for q in mixed] == alone
