@@ -48,6 +48,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from tunelab.errors import TunelabError, UsageError
+from tunelab.serve.linear import decoding, fast_decode_linears
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,7 @@ class BatchScheduler:
         # model's active adapter then (BASE_ADAPTER asks for the plain weights).
         self._default_adapter = model.active_adapter if self._is_peft else None
         self.device = next(model.parameters()).device
+        fast_decode_linears(model)  # W @ x^T for the few rows of a step (serve.linear)
 
     # -- submitting ----------------------------------------------------------------
 
@@ -356,6 +358,7 @@ class BatchScheduler:
     # -- one step --------------------------------------------------------------------
 
     @torch.inference_mode()
+    @decoding()
     def step(self) -> bool:
         """Free cancelled rows, admit waiting requests, decode one token for every row.
 
