@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,6 +285,68 @@ def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, 0, n, 0))  # (batch, heads, width, dim): pad width
 
 
+class PrefixCache:
+    """Keys and values of prompt beginnings that requests share, computed once.
+
+    Most prompts to one model begin alike: the chat template's default system turn
+    (SmolLM2's is 24 tokens of a 100-token prompt), a task's system prompt and template.
+    After each prefill, the longest beginning a prompt shares with one of the last
+    ``RECENT`` prompts (same adapter, at least ``MIN_TOKENS``) is kept, cut from that row's
+    cache: a key's values at a position depend only on the tokens up to it. A later prompt
+    that starts with a kept beginning is prefilled from the end of it. At most
+    ``CAPACITY`` beginnings are kept, the least recently used going first.
+    """
+
+    MIN_TOKENS = 16
+    RECENT = 32
+    CAPACITY = 16
+
+    def __init__(self) -> None:
+        self._kv: OrderedDict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._recent: deque[tuple[str | None, tuple[int, ...]]] = deque(maxlen=self.RECENT)
+        self.hits = 0  # prompts prefilled from a kept beginning
+        self.saved_tokens = 0  # prompt tokens those prompts did not recompute
+
+    def __len__(self) -> int:
+        return len(self._kv)
+
+    def find(self, adapter: str | None, prompt: list[int]) -> tuple | None:
+        """The key of the longest kept beginning of ``prompt`` (shorter than it), or None."""
+        best: tuple | None = None
+        for key in self._kv:
+            a, ids = key
+            if (a == adapter and len(ids) < len(prompt) and (best is None or len(ids) > len(best[1]))
+                    and tuple(prompt[:len(ids)]) == ids):
+                best = key
+        return best
+
+    def get(self, key: tuple) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        kv = self._kv.get(key)
+        if kv is not None:
+            self._kv.move_to_end(key)
+        return kv
+
+    def learn(self, seqs: list[Sequence], cache: Cache, mask: torch.Tensor) -> None:
+        """Keep the beginnings these just-prefilled prompts share with recent ones."""
+        if not cache.layers:
+            return  # a model that keeps no cache
+        for row, s in enumerate(seqs):
+            prompt = tuple(s.prompt_ids)
+            shared = max((len(os.path.commonprefix([prompt, other])) for a, other in self._recent
+                          if a == s.adapter), default=0)
+            self._recent.append((s.adapter, prompt))
+            shared = min(shared, len(prompt) - 1)
+            key = (s.adapter, prompt[:shared])
+            if shared < self.MIN_TOKENS or key in self._kv:
+                continue
+            cols = mask[row].nonzero().squeeze(1)[:shared]  # the row's first real tokens
+            self._kv[key] = [(layer.keys[row:row + 1, :, cols].clone(),
+                              layer.values[row:row + 1, :, cols].clone())
+                             for layer in cache.layers]
+            while len(self._kv) > self.CAPACITY:
+                self._kv.popitem(last=False)
+
+
 class BatchScheduler:
     """Continuous batching over one model, driven by ``step()`` (no thread of its own).
 
@@ -304,6 +367,7 @@ class BatchScheduler:
         self.settings = settings
         self.waiting: deque[Sequence] = deque()
         self.batch = _Batch()
+        self.prefixes = PrefixCache()
         self.on_step: Callable[[int, int, float], None] | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # guards `waiting` against submitting threads
@@ -422,14 +486,34 @@ class BatchScheduler:
         return self.model(**inputs, adapter_names=adapter_names, logits_to_keep=1).logits[:, -1].float()
 
     def _prefill(self, seqs: list[Sequence]) -> None:
-        width = max(len(s.prompt_ids) for s in seqs)
+        """Prefill newcomers, in one group per cached prefix they start with (or none)."""
+        groups: dict[tuple | None, list[Sequence]] = {}
+        for s in seqs:
+            groups.setdefault(self.prefixes.find(s.adapter, s.prompt_ids), []).append(s)
+        for key, group in groups.items():
+            self._prefill_group(group, key)
+
+    def _prefill_group(self, seqs: list[Sequence], prefix: tuple | None) -> None:
+        # Layout of a row: [cached prefix | left padding | the rest of its prompt]; the
+        # mask hides the padding, positions count real tokens only.
+        kv = self.prefixes.get(prefix) if prefix is not None else None
+        p = len(prefix[1]) if prefix is not None and kv is not None else 0
+        rests = [s.prompt_ids[p:] for s in seqs]
+        width = max(len(r) for r in rests)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, width - len(s.prompt_ids):] = torch.tensor(s.prompt_ids, dtype=torch.long)
-            mask[row, width - len(s.prompt_ids):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.zeros((len(seqs), p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for row, r in enumerate(rests):
+            ids[row, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[row, p + width - len(r):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
         cache = _new_cache()
+        if kv is not None:
+            for keys, values in kv:
+                layer = _SlabLayer()
+                layer.set(keys.expand(len(seqs), -1, -1, -1), values.expand(len(seqs), -1, -1, -1),
+                          spare=width)
+                cache.layers.append(layer)
         try:
             logits = self._forward(seqs, input_ids=ids.to(self.device),
                                    attention_mask=mask.to(self.device),
@@ -440,6 +524,10 @@ class BatchScheduler:
             for s in seqs:
                 self._finish(s, "error", error=f"{type(e).__name__}: {e}")
             return
+        if kv is not None:
+            self.prefixes.hits += len(seqs)
+            self.prefixes.saved_tokens += p * len(seqs)
+        self.prefixes.learn(seqs, cache, mask)
         tokens = self._sample(seqs, logits)
         now = time.monotonic()
         live, live_rows, pending = [], [], []

@@ -1,5 +1,6 @@
 """Continuous batching: joining mid-flight, mixed adapters, cancelling, limits, the thread."""
 
+import os
 import threading
 
 import pytest
@@ -14,6 +15,7 @@ from tunelab.serve.batching import (
     ContextLengthError,
     EngineClosedError,
     EngineSettings,
+    PrefixCache,
     QueueFullError,
     SamplingParams,
     ServingEngine,
@@ -197,3 +199,23 @@ def test_the_engine_thread_answers_streams_and_drains(tiny_tokenizer, prompts):
             engine.submit(prompts[0], SamplingParams(2))
     finally:
         engine.close()
+
+
+def test_a_shared_prompt_beginning_is_prefilled_once_and_answers_do_not_change(tiny_tokenizer):
+    model = _lively(tiny_tokenizer)
+    system = "You route tickets for billing technical shipping account returns. " * 2
+    prompts = [render_prompt_ids(tiny_tokenizer, [Message("system", system), Message("user", t)])
+               for t in TEXTS]
+    shared = len(os.path.commonprefix(prompts))
+    assert shared >= PrefixCache.MIN_TOKENS
+    s = _scheduler(model, batch=2)
+    first = [s.submit(p, SamplingParams(6)) for p in prompts[:2]]  # prefilled together: learnt
+    _run(s)
+    assert len(s.prefixes) == 1 and s.prefixes.hits == 0
+    later = [s.submit(p, SamplingParams(6)) for p in prompts[2:]]  # these start from it
+    _run(s)
+    assert s.prefixes.hits == 3 and s.prefixes.saved_tokens == 3 * shared
+    for q, p in zip(first + later, prompts, strict=True):
+        assert q.output_ids == _reference(model, p, 6)
+    assert s.prefixes.find(None, prompts[0]) is not None
+    assert s.prefixes.find("another-adapter", prompts[0]) is None  # keys differ per adapter
