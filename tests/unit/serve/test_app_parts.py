@@ -95,6 +95,32 @@ def test_the_key_check_is_exact_and_reads_only_a_bearer_header():
     assert bearer_token({"headers": []}) is None
 
 
+def test_the_key_check_also_closes_a_websocket_without_a_key():
+    import asyncio
+
+    from tunelab.serve.app.auth import POLICY_VIOLATION, KeyCheck
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    check = KeyCheck(app, ["k1"], frozenset({"/health"}))
+    for headers in ([], [(b"authorization", b"Bearer wrong")]):
+        asyncio.run(check({"type": "websocket", "path": "/ws", "headers": headers},
+                          receive, send))
+    assert reached == [] and [m["code"] for m in sent] == [POLICY_VIOLATION] * 2
+    asyncio.run(check({"type": "websocket", "path": "/ws",
+                       "headers": [(b"authorization", b"Bearer k1")]}, receive, send))
+    assert reached == ["/ws"]
+
+
 def test_validation_errors_become_openai_400s_naming_the_field():
     from fastapi.exceptions import RequestValidationError
 
