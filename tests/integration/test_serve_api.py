@@ -183,7 +183,7 @@ def test_a_bad_body_is_400_naming_the_field(server):
     assert status == 400 and _error_shape(body)["param"] == "messages.0.role"
 
 
-def test_a_user_too_long_for_the_log_or_an_impossible_seed_is_400_not_cut_or_500(server):
+def test_a_long_user_an_impossible_seed_or_an_unserved_option_is_400_not_cut_500_or_ignored(server):
     from tunelab.db import NAME_LENGTH
 
     with pytest.raises(openai.BadRequestError) as e:
@@ -194,6 +194,9 @@ def test_a_user_too_long_for_the_log_or_an_impossible_seed_is_400_not_cut_or_500
     status, _, body = http_call(server, "POST", "/v1/chat/completions",
                                 {**CHAT, "temperature": 1, "seed": 2**64})
     assert status == 400 and _error_shape(body)["param"] == "seed"
+    with pytest.raises(openai.BadRequestError) as e:  # not answered as if never asked
+        server.client().chat.completions.create(**CHAT, logprobs=True)
+    assert e.value.body["param"] == "logprobs"
 
 
 def test_context_overflow_is_400_before_the_queue_naming_the_counts(server):

@@ -14,8 +14,8 @@ import time
 
 import pytest
 import yaml
-
 from serve_server import start_server
+
 from shared_data import shared_file
 from tunelab.cli.main import main
 from tunelab.models.catalog import DEFAULT_MODEL
