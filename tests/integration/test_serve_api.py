@@ -183,6 +183,22 @@ def test_a_bad_body_is_400_naming_the_field(server):
     assert status == 400 and _error_shape(body)["param"] == "messages.0.role"
 
 
+def test_a_long_user_an_impossible_seed_or_an_unserved_option_is_400_not_cut_500_or_ignored(server):
+    from tunelab.db import NAME_LENGTH
+
+    with pytest.raises(openai.BadRequestError) as e:
+        server.client().chat.completions.create(**CHAT, user="u" * (NAME_LENGTH + 1))
+    err = e.value.body
+    assert err["param"] == "user" and str(NAME_LENGTH) in err["message"]
+    assert err["type"] == "invalid_request_error"
+    status, _, body = http_call(server, "POST", "/v1/chat/completions",
+                                {**CHAT, "temperature": 1, "seed": 2**64})
+    assert status == 400 and _error_shape(body)["param"] == "seed"
+    with pytest.raises(openai.BadRequestError) as e:  # not answered as if never asked
+        server.client().chat.completions.create(**CHAT, logprobs=True)
+    assert e.value.body["param"] == "logprobs"
+
+
 def test_context_overflow_is_400_before_the_queue_naming_the_counts(server):
     long = {**CHAT, "messages": [{"role": "user", "content": "parcel tracking " * 100}],
             "max_tokens": 400}

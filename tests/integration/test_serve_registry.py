@@ -96,3 +96,14 @@ def test_two_references_cannot_claim_one_name(two_runs):
         load_registry([str(two_runs[0])], {"billing-run": str(two_runs[1])}, "runs", SETTINGS)
     with pytest.raises(UsageError):
         load_registry([], {}, "runs", SETTINGS)
+
+
+def test_a_served_name_longer_than_the_request_log_keeps_is_refused_before_loading(tmp_path):
+    from tunelab.db import NAME_LENGTH
+
+    long = "m" * (NAME_LENGTH + 1)
+    with pytest.raises(UsageError) as e:
+        load_registry([long], {}, str(tmp_path), SETTINGS)
+    assert str(NAME_LENGTH) in e.value.message and "alias" in e.value.hint
+    with pytest.raises(UsageError, match=str(NAME_LENGTH)):
+        load_registry([], {long: "smollm2-135m-instruct"}, str(tmp_path), SETTINGS)

@@ -9,13 +9,18 @@ or migrates the schema on every open, so callers never run migrations themselves
     writer.write(record)                      # never waits on the database
     writer.close(); recent_requests(db, limit=10); db.close()
 
+``NAME_LENGTH`` is the most characters a stored model name or user may hold; callers
+refuse longer ones (the writer clips them only as a last resort, with a warning).
+
 This layer knows nothing of HTTP or of models: callers hand it rows, it stores them.
 """
 
 from tunelab.db.database import Database, default_database_url, open_database, safe_url
 from tunelab.db.requests import RequestLogWriter, RequestRecord, recent_requests
+from tunelab.db.tables import NAME_LENGTH
 
 __all__ = [
+    "NAME_LENGTH",
     "Database",
     "RequestLogWriter",
     "RequestRecord",

@@ -14,8 +14,9 @@ held (queued or kept); beyond that ``write`` drops the record, counts it in ``dr
 and logs that once until the writer catches up. A row that the database refuses on its
 own (not a lost connection) is found by writing that batch row by row, and dropped, so
 one bad row cannot stop the log. Values are made storable first: a NUL character
-(PostgreSQL text cannot hold one) becomes U+FFFD, an overlong short field is clipped to
-its column.
+(PostgreSQL text cannot hold one) becomes U+FFFD, and an overlong short field is clipped
+to its column, with a warning (naming the field and the lengths, never the value): the
+server refuses such values before they reach the log, so a clip is a bug upstream.
 
 ``recent_requests`` reads the newest rows back, for the next issues and for tests.
 
@@ -97,7 +98,10 @@ def _row(record: RequestRecord) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, str):
             value = value.replace("\x00", "\ufffd")
-            if key in _CLIP:
+            if key in _CLIP and len(value) > _CLIP[key]:
+                # a last resort: callers check lengths (``NAME_LENGTH``) before they log
+                log.warning("request log: %s of %s clipped from %d to %d characters",
+                            key, record.request_id[:ID_LENGTH], len(value), _CLIP[key])
                 value = value[:_CLIP[key]]
             row[key] = value
     return row

@@ -23,8 +23,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-# Lengths of the short text columns; the writer clips longer values to these, so one
-# odd request (a 5 kB model name) cannot make PostgreSQL refuse a whole batch.
+# Lengths of the short text columns. Callers refuse longer values (the server answers
+# 400 for a longer `user`, and refuses to serve a longer model name); the writer still
+# clips, with a warning, so one odd row cannot make PostgreSQL refuse a whole batch.
 ID_LENGTH = 100
 NAME_LENGTH = 200
 SHORT_LENGTH = 32

@@ -34,6 +34,7 @@ from tunelab.data.template import (
     resolve_chat_template,
     template_fingerprint,
 )
+from tunelab.db import NAME_LENGTH
 from tunelab.errors import StoreError, UsageError
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
@@ -184,7 +185,8 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
         reporter: told what is loaded.
 
     Raises:
-        UsageError: nothing to serve, or two references claim one name.
+        UsageError: nothing to serve, two references claim one name, or a name is longer
+            than the request log keeps (``tunelab.db.NAME_LENGTH``).
         ModelNotFoundError, StoreError: a reference cannot be loaded, or its template drifted.
     """
     named: list[tuple[str, str]] = []
@@ -195,6 +197,12 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
     if not named:
         raise UsageError("no model to serve", hint="name a run or a model: `tunelab serve RUN`")
     names = [n for n, _ in named]
+    long = [n for n in names if len(n) > NAME_LENGTH]
+    if long:  # the request log stores the name whole; a request could not name it anyway
+        raise UsageError(f"{len(long)} served name(s) are longer than {NAME_LENGTH} characters "
+                         f"(the first is {len(long[0])}: {long[0][:60]!r}...)",
+                         hint="serve it under a shorter name: an alias in the serve config "
+                              "(`aliases: {NAME: PATH}`)")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UsageError(f"two models would be served as {', '.join(dupes)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sqlite3
 
@@ -13,6 +14,7 @@ from sqlalchemy import inspect, text
 from db_records import COLUMNS, make_record, private_record
 from tunelab.cli import exits
 from tunelab.db import (
+    NAME_LENGTH,
     RequestLogWriter,
     default_database_url,
     open_database,
@@ -106,13 +108,18 @@ def test_a_writer_closed_without_start_still_writes(tmp_path):
         assert len(recent_requests(db)) == 1
 
 
-def test_values_are_made_storable(tmp_path):
+def test_values_are_made_storable_and_a_clip_is_warned_about(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="tunelab.db")
     with open_database(f"sqlite:///{tmp_path / 'log.db'}") as db:
         writer = RequestLogWriter(db)
-        writer.write(make_record(1, prompt="a\x00b", model="m" * 5000))
+        writer.write(make_record(1, prompt="a\x00b", model="m" * 5000, user="u" * NAME_LENGTH))
         writer.close()
         (back,) = recent_requests(db)
-    assert back.prompt == "a\ufffdb" and back.model == "m" * 200
+    assert back.prompt == "a\ufffdb" and back.model == "m" * NAME_LENGTH
+    assert back.user == "u" * NAME_LENGTH  # at the limit: kept whole, no warning
+    clips = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+    assert len(clips) == 1 and f"model of {back.request_id} clipped from 5000 to {NAME_LENGTH}" in clips[0]
+    assert "mmm" not in caplog.text  # the value itself is never logged
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -95,6 +95,32 @@ def test_the_key_check_is_exact_and_reads_only_a_bearer_header():
     assert bearer_token({"headers": []}) is None
 
 
+def test_the_key_check_also_closes_a_websocket_without_a_key():
+    import asyncio
+
+    from tunelab.serve.app.auth import POLICY_VIOLATION, KeyCheck
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    check = KeyCheck(app, ["k1"], frozenset({"/health"}))
+    for headers in ([], [(b"authorization", b"Bearer wrong")]):
+        asyncio.run(check({"type": "websocket", "path": "/ws", "headers": headers},
+                          receive, send))
+    assert reached == [] and [m["code"] for m in sent] == [POLICY_VIOLATION] * 2
+    asyncio.run(check({"type": "websocket", "path": "/ws",
+                       "headers": [(b"authorization", b"Bearer k1")]}, receive, send))
+    assert reached == ["/ws"]
+
+
 def test_validation_errors_become_openai_400s_naming_the_field():
     from fastapi.exceptions import RequestValidationError
 
@@ -122,6 +148,61 @@ def test_only_n_1_is_served():
     with pytest.raises(ValidationError, match="n=1"):
         ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}],
                                     "n": 2})
+
+
+@pytest.mark.parametrize("field", ["user", "model"])
+def test_user_and_model_longer_than_the_log_column_are_refused_naming_the_limit(field):
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    from tunelab.db import NAME_LENGTH
+    from tunelab.serve.app.errors import validation_error
+    from tunelab.serve.app.schemas import ChatRequest
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert getattr(ChatRequest.model_validate({**body, field: "u" * NAME_LENGTH}), field)
+    with pytest.raises(ValidationError) as e:
+        ChatRequest.model_validate({**body, field: "u" * (NAME_LENGTH + 1)})
+    err = validation_error(RequestValidationError(
+        [{**x, "loc": ("body", *x["loc"])} for x in e.value.errors()]))
+    assert err.status == 400 and err.param == field
+    assert err.message.startswith(f"{field}: ") and str(NAME_LENGTH) in err.message
+
+
+def test_a_seed_a_generator_cannot_take_is_refused():
+    from pydantic import ValidationError
+
+    from tunelab.serve.app.schemas import SEED_MAX, SEED_MIN, CompletionRequest
+
+    for seed in (SEED_MIN, -1, 0, SEED_MAX):
+        assert CompletionRequest.model_validate({"model": "m", "prompt": "x", "seed": seed}).seed == seed
+    for seed in (SEED_MIN - 1, SEED_MAX + 1, 10**30):
+        with pytest.raises(ValidationError, match="seed"):
+            CompletionRequest.model_validate({"model": "m", "prompt": "x", "seed": seed})
+
+
+def test_fields_the_server_cannot_honour_are_refused_unless_neutral():
+    from pydantic import ValidationError
+
+    from tunelab.serve.app.schemas import ChatRequest, CompletionRequest
+
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    neutral = {"logprobs": False, "top_logprobs": 0, "frequency_penalty": 0,
+               "presence_penalty": 0.0, "logit_bias": {}, "tools": [], "functions": None,
+               "response_format": {"type": "text"}}
+    ChatRequest.model_validate({**chat, **neutral})
+    for field, value in [("logprobs", True), ("top_logprobs", 3), ("frequency_penalty", 0.5),
+                         ("presence_penalty", -1), ("logit_bias", {"50256": -100}),
+                         ("tools", [{"type": "function", "function": {"name": "f"}}]),
+                         ("response_format", {"type": "json_object"})]:
+        with pytest.raises(ValidationError) as e:
+            ChatRequest.model_validate({**chat, field: value})
+        assert e.value.errors()[0]["loc"] == (field,) and "not supported" in str(e.value)
+    completion = {"model": "m", "prompt": "x"}
+    CompletionRequest.model_validate({**completion, "best_of": 1, "suffix": "", "logprobs": 0})
+    for field, value in [("best_of", 2), ("suffix", "end"), ("logprobs", 5)]:
+        with pytest.raises(ValidationError, match=field):
+            CompletionRequest.model_validate({**completion, field: value})
 
 
 def test_serve_settings_from_a_file_and_flags(tmp_path):

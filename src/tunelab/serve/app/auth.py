@@ -7,7 +7,7 @@ Jupyter does, so nothing is ever served open by accident.
 
 The check is an ASGI middleware, not a route dependency, so it also covers /metrics,
 unknown paths (401 before 404: the server does not reveal its routes to strangers) and
-whatever route is added later. ``Authorization: Bearer KEY`` is compared, case
+whatever route is added later, a websocket one included (closed with 1008). ``Authorization: Bearer KEY`` is compared, case
 sensitive, with ``hmac.compare_digest`` against every key without stopping at a match,
 so the time taken says nothing about which key (or how much of one) was right.
 """
@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketClose
 
 from tunelab.errors import UsageError
 from tunelab.serve.app.errors import AUTHENTICATION, error_body
 
 KEYS_ENV = "TUNELAB_API_KEYS"
+POLICY_VIOLATION = 1008  # the websocket close code for a connection without a valid key
 OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness probes carry no key
 
 Scope = MutableMapping[str, Any]
@@ -113,12 +115,16 @@ class KeyCheck:
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.open_paths:
+        # A websocket is checked too: a route added later must not be open by its kind.
+        if scope["type"] not in ("http", "websocket") or scope.get("path") in self.open_paths:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
         if token is not None and key_matches(token, self.keys):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # refused before the handshake is accepted
+            await WebSocketClose(code=POLICY_VIOLATION)(scope, receive, send)
             return
         if token is None:
             msg = "no API key: send the header `Authorization: Bearer YOUR_KEY`"

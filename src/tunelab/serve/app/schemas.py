@@ -3,8 +3,10 @@
 Requests accept the fields of OpenAI's chat and completions APIs that tunelab serves;
 other fields are ignored, as OpenAI ignores them (clients send ``frequency_penalty: 0``
 and the like). A field tunelab cannot honour with a value other than its neutral one
-(``n`` other than 1) is refused with 400 naming it. Responses are built as plain dicts
-in the exact OpenAI shapes. This module knows nothing of models or the engine.
+(``n`` other than 1, ``logprobs``, penalties, ``tools``, a JSON ``response_format``)
+is refused with 400 naming it, so a client never gets an answer that silently ignored
+what it asked for. Responses are built as plain dicts in the exact OpenAI shapes. This
+module knows nothing of models or the engine.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tunelab.db import NAME_LENGTH
 
 
 class _Body(BaseModel):
@@ -46,17 +50,40 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what a torch generator takes; beyond: 400, not 500
+
+
 class _Sampling(_Body):
-    model: str
+    # Both are stored in the request log's NAME_LENGTH columns: a longer one is refused
+    # here (no served name is longer: the registry refuses those), never cut there.
+    model: str = Field(max_length=NAME_LENGTH)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)  # OpenAI's default; 0 = greedy
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256)
+    user: str | None = Field(None, max_length=NAME_LENGTH)
     n: int = 1
+    # OpenAI fields this server cannot honour: accepted at their neutral value (clients
+    # send `presence_penalty: 0`), refused otherwise, never dropped in silence.
+    logprobs: Any = None
+    top_logprobs: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logit_bias: Any = None
+    tools: Any = None
+    functions: Any = None
+    response_format: Any = None
+
+    @field_validator("logprobs", "top_logprobs", "frequency_penalty", "presence_penalty",
+                     "logit_bias", "tools", "functions", "response_format")
+    @classmethod
+    def _neutral(cls, v: Any) -> Any:
+        if v in (None, False, 0, {}, []) or v == {"type": "text"}:
+            return v
+        raise ValueError("is not supported by this server; leave it unset")
 
     @field_validator("stop")
     @classmethod
@@ -114,6 +141,15 @@ class CompletionRequest(_Sampling):
 
     prompt: str | list[str]
     echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=1)  # one answer per request
+    suffix: str | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("is not supported by this server (no insertion); leave it unset")
+        return v
 
     @field_validator("prompt")
     @classmethod

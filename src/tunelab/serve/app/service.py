@@ -324,15 +324,16 @@ class ServeApp:
                 if out.completion_tokens > 1 and decode > 0:
                     m.tokens_per_second.labels(model=job.model).observe(
                         (out.completion_tokens - 1) / decode)
-        log.info("%s %s model=%s status=%d finish=%s prompt_tokens=%d completion_tokens=%d "
-                 "latency_ms=%.1f%s", job.rid, job.endpoint, job.requested[:100], out.status,
+        # the name as the client sent it, quoted (%r): a newline in it cannot forge a log line
+        log.info("%s %s model=%r status=%d finish=%s prompt_tokens=%d completion_tokens=%d "
+                 "latency_ms=%.1f%s", job.rid, job.endpoint, job.requested, out.status,
                  out.finish_reason, job.prompt_tokens, out.completion_tokens, latency * 1000,
                  f" filtered={','.join(out.filtered)}" if out.filtered else "")
         if self.log_writer is None:
             return
         record = RequestRecord(
             request_id=job.rid, created_at=job.created_at, endpoint=job.endpoint,
-            model=job.model if job.model != UNKNOWN_MODEL else job.requested[:200],
+            model=job.model if job.model != UNKNOWN_MODEL else job.requested,
             user=job.user, prompt=job.prompt if self.settings.log_text else None,
             answer=out.answer if self.settings.log_text else None,
             prompt_tokens=job.prompt_tokens, completion_tokens=out.completion_tokens,
