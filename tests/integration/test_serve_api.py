@@ -199,6 +199,33 @@ def test_a_long_user_an_impossible_seed_or_an_unserved_option_is_400_not_cut_500
     assert e.value.body["param"] == "logprobs"
 
 
+def _chunked(server: Server, parts: list[bytes]) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=iter(parts), encode_chunked=True,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}",
+                              "Transfer-Encoding": "chunked"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read().decode())
+    finally:
+        conn.close()
+
+
+def test_a_body_over_the_cap_is_413_declared_or_chunked_and_a_small_chunked_one_is_answered(server):
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 1_100_000}]}  # cap: 1 MiB
+    status, _, body = http_call(server, "POST", "/v1/chat/completions", big)
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert "1,048,576 bytes" in body["error"]["message"]
+    data = json.dumps(big).encode()
+    status, body = _chunked(server, [data[i:i + 65536] for i in range(0, len(data), 65536)])
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    small = json.dumps(CHAT).encode()
+    status, body = _chunked(server, [small[:10], small[10:]])
+    assert status == 200 and body["choices"][0]["message"]["content"]
+
+
 def test_context_overflow_is_400_before_the_queue_naming_the_counts(server):
     long = {**CHAT, "messages": [{"role": "user", "content": "parcel tracking " * 100}],
             "max_tokens": 400}

@@ -60,6 +60,7 @@ class ServeSettings(_Section):
     log_text: bool = True  # false: the log keeps counts and timings, never prompts or answers
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # server logs (never texts at info)
     max_tokens: int = Field(1024, gt=0)  # the most tokens one answer may ask for
+    max_request_bytes: int = Field(1_048_576, gt=0)  # a bigger request body gets 413
     default_max_tokens: int = Field(256, gt=0)  # tokens per answer when a request names none
     max_queue: int = Field(64, gt=0)  # requests waiting for a slot; one more gets 429
     max_batch_size: int = Field(16, gt=0)  # sequences decoding together

@@ -34,6 +34,7 @@ from tunelab.serve.app.errors import (
     on_unexpected,
     validation_error,
 )
+from tunelab.serve.app.limits import BodyLimit
 from tunelab.serve.app.metrics import UNKNOWN_MODEL, ServeMetrics
 from tunelab.serve.app.service import CHAT, COMPLETIONS, Job, LogWriter, Outcome, ServeApp
 from tunelab.serve.registry import ModelRegistry
@@ -75,6 +76,8 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
     open_paths = OPEN_PATHS | ({"/metrics"} if settings.public_metrics else set())
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    # Added last, so it runs first: a request without a key is refused before its body is read.
     app.add_middleware(KeyCheck, keys=list(api_keys), open_paths=frozenset(open_paths))
 
     @app.post("/v1/chat/completions")
