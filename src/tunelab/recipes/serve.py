@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import signal
+import socket
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -23,7 +26,9 @@ from tunelab.errors import UsageError
 from tunelab.tracking.reporter import SILENT, Reporter
 
 if TYPE_CHECKING:
+    from tunelab.serve.app.server import DrainingServer
     from tunelab.serve.batching import EngineSettings
+    from tunelab.serve.registry import ModelRegistry
 
 CLOSE_GRACE_SECONDS = 5.0  # after the drain: for cancelled responses to end and sockets to close
 
@@ -93,7 +98,6 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         writer = RequestLogWriter(db)
         writer.start()
         stack.callback(writer.close)
-        registry.start()
         app = create_app(registry, settings, writer, api_keys)
         state = app.state.serve
 
@@ -118,6 +122,32 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         names = sorted(registry.models)
         server = DrainingServer(config, drain, settings.drain_timeout,
                                 on_started=None if on_ready is None else lambda: on_ready(url, names))
-        server.run(sockets=[sock])
+        _serve_with_engines_on_this_thread(server, sock, registry)
         return server.drained
     return None  # not reached: the `with` returns or raises
+
+
+def _serve_with_engines_on_this_thread(server: DrainingServer, sock: socket.socket,
+                                       registry: ModelRegistry) -> None:
+    """uvicorn on a thread, the engines on this (the main) thread, where torch runs fastest
+    (``tunelab.serve.batching.ServingEngine``). uvicorn installs no signal handlers off the
+    main thread, so SIGTERM/SIGINT are routed here to the server's drain."""
+    failure: list[BaseException] = []
+
+    def http() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as e:  # re-raised on this thread once the engines stop
+            failure.append(e)
+
+    thread = threading.Thread(target=http, name="tunelab-http", daemon=True)
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        thread.start()
+        registry.run(until=lambda: not thread.is_alive())
+        thread.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        raise failure[0]

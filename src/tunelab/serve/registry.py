@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from tunelab.errors import StoreError, UsageError
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
 from tunelab.models.runs import run_base_path, run_settings, task_of_run
-from tunelab.serve.batching import BASE_ADAPTER, EngineSettings, ServingEngine
+from tunelab.serve.batching import BASE_ADAPTER, EngineSettings, ServingEngine, run_engines
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import find_run
 
@@ -77,18 +79,27 @@ class ServedModel:
 
 @dataclass
 class ModelRegistry:
-    """The served models by name, and the engines behind them."""
+    """The served models by name, and the engines behind them (sharing one wake-up)."""
 
     models: dict[str, ServedModel]
     engines: list[ServingEngine]
+    _thread: threading.Thread | None = None
 
     def get(self, name: str) -> ServedModel:
         """The model named ``name``; KeyError if none."""
         return self.models[name]
 
+    def run(self, until: Callable[[], bool]) -> None:
+        """Step the engines on the calling thread (a server's main thread: see
+        ``ServingEngine``) until ``until()`` is true or they are closed."""
+        run_engines(self.engines, until)
+
     def start(self) -> None:
-        for e in self.engines:
-            e.start()
+        """Step the engines on a background thread instead (tests, library callers)."""
+        if self._thread is None and self.engines:
+            self._thread = threading.Thread(target=run_engines, args=(self.engines,),
+                                            name="tunelab-engines", daemon=True)
+            self._thread.start()
 
     def drain(self, timeout: float) -> bool:
         """Stop taking requests; True when every engine finished its work within ``timeout`` s."""
@@ -98,6 +109,8 @@ class ModelRegistry:
     def close(self) -> None:
         for e in self.engines:
             e.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
 
 
 @dataclass
@@ -213,6 +226,7 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
         groups.setdefault((str(e.weights.resolve()), e.trust_remote_code), []).append(e)
     models: dict[str, ServedModel] = {}
     engines: list[ServingEngine] = []
+    wake = threading.Condition()  # one thread steps every engine; a submit to any wakes it
     for (weights, trust), group in groups.items():
         reporter.info(f"loading {weights} for {', '.join(e.name for e in group)}")
         model = load_causal_lm(Path(weights), trust, "float32")
@@ -243,7 +257,7 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
         pad = first.pad_token_id if first.pad_token_id is not None else first.eos_token_id
         context = _context_length(model)
         engine = ServingEngine(model, frozenset(stop), int(pad if pad is not None else 0),
-                               context, settings)
+                               context, settings, wake)
         engines.append(engine)
         for e in group:
             tok = tokenizers[e.name]
