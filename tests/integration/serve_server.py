@@ -54,12 +54,14 @@ class Server:
 
 
 def start_server(folder: Path, args: list[str], config: dict | None = None,
-                 env: dict[str, str] | None = None, timeout: float = 180) -> Server:
-    """Start `tunelab serve ARGS --port 0` with its log and database in ``folder``."""
+                 env: dict[str, str] | None = None, timeout: float = 180,
+                 db_url: str | None = None) -> Server:
+    """Start `tunelab serve ARGS --port 0` with its log in ``folder``, and its database
+    there too unless ``db_url`` names one."""
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    db_url = f"sqlite:///{folder / 'requests.db'}"
+    db_url = db_url or f"sqlite:///{folder / 'requests.db'}"
     argv = [sys.executable, "-m", "tunelab", "serve", *args, "--port", "0", "--db", db_url]
     if config is not None:
         (folder / "serve.yaml").write_text(yaml.safe_dump(config))
