@@ -250,9 +250,11 @@ class _Batch:
         trim = self.width - max(self.lengths)  # leading columns that are padding everywhere
         self.mask = self.mask[:, trim:]
         assert self.cache is not None
+        # room for the longest answer still to come, so no step has to grow the buffers
+        spare = max(s.params.max_new_tokens - len(s.output_ids) for s in self.seqs) + 1
         for layer in self.cache.layers:
             assert isinstance(layer, _SlabLayer)
-            layer.set(layer.keys[index, :, trim:], layer.values[index, :, trim:], spare=16)
+            layer.set(layer.keys[index, :, trim:], layer.values[index, :, trim:], spare=spare)
 
     def merge(self, seqs: list[Sequence], cache: Cache, mask: torch.Tensor, lengths: list[int],
               pending: list[int], spare: int) -> None:
