@@ -41,12 +41,21 @@ def decoding() -> Iterator[None]:
         _state.on = before
 
 
+# Layers whose output only meets elementwise ops and matrix products in Hugging Face's
+# decoders (the residual add, the MLP's gate, the logits): their product may stay in the
+# transposed layout it is computed in. Any other layer's output is copied to the usual
+# layout: q/k/v in a transposed layout send attention to its slow math kernel, and an
+# unknown architecture may ``view`` an output in a way a transposed tensor cannot take.
+KEEP_TRANSPOSED = frozenset({"lm_head", "o_proj", "down_proj", "gate_proj", "up_proj"})
+
+
 def _forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     rows = x.numel() // x.shape[-1] if x.dim() >= 2 else 0
     if (1 < rows <= MAX_ROWS and getattr(_state, "on", False) and not torch.is_grad_enabled()
             and x.dtype == self.weight.dtype):
-        # contiguous: a transposed view would send attention to its slow math kernel
-        y = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t().contiguous()
+        y = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
+        if not self._tunelab_transposed_ok:
+            y = y.contiguous()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.weight.shape[0])
@@ -56,8 +65,11 @@ def _forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 def fast_decode_linears(model: Any) -> int:
     """Patch every plain ``nn.Linear`` of ``model`` (once); returns how many were patched."""
     n = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
         if type(module) is torch.nn.Linear and not getattr(module, "_tunelab_fast", False):
+            parts = name.split(".")
+            role = parts[-2] if parts[-1] == "base_layer" and len(parts) > 1 else parts[-1]
+            module._tunelab_transposed_ok = role in KEEP_TRANSPOSED  # PEFT: the wrapper's name
             module.forward = types.MethodType(_forward, module)
             module._tunelab_fast = True
             n += 1
