@@ -227,3 +227,15 @@ def test_engine_settings_are_built_from_the_serve_settings():
     assert (e.max_batch_size, e.max_queue, e.prefill_tokens) == (3, 5, 7)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0")
+
+
+def test_a_stop_sequence_over_the_length_cap_is_refused():
+    from pydantic import ValidationError
+
+    from tunelab.serve.app.schemas import MAX_STOP_CHARS, ChatRequest
+
+    base = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert ChatRequest.model_validate({**base, "stop": "x" * MAX_STOP_CHARS}).stops()
+    with pytest.raises(ValidationError) as e:
+        ChatRequest.model_validate({**base, "stop": ["ok", "x" * (MAX_STOP_CHARS + 1)]})
+    assert f"at most {MAX_STOP_CHARS} characters" in str(e.value)

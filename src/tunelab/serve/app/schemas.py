@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tunelab.db import NAME_LENGTH
 
+# Characters per stop sequence. Each token checks whether the answer's tail could begin a
+# stop sequence, which costs about the square of its length, on the event loop.
+MAX_STOP_CHARS = 256
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -93,6 +97,8 @@ class _Sampling(_Body):
             raise ValueError("at most 4 stop sequences")
         if any(not s for s in stops):
             raise ValueError("a stop sequence cannot be empty")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"a stop sequence may be at most {MAX_STOP_CHARS} characters")
         return v
 
     @field_validator("n")
