@@ -247,7 +247,10 @@ class _Batch:
             return
         index = torch.tensor(rows, dtype=torch.long)
         self.mask = self.mask[index]
-        trim = self.width - max(self.lengths)  # leading columns that are padding everywhere
+        # Leading columns that are padding in every row. Read from the mask: a row prefilled
+        # from a kept prompt beginning has padding after that beginning, not before it.
+        real = self.mask.any(dim=0).nonzero()
+        trim = int(real[0]) if len(real) else self.width
         self.mask = self.mask[:, trim:]
         assert self.cache is not None
         # room for the longest answer still to come, so no step has to grow the buffers

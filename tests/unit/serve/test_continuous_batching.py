@@ -219,3 +219,26 @@ def test_a_shared_prompt_beginning_is_prefilled_once_and_answers_do_not_change(t
         assert q.output_ids == _reference(model, p, 6)
     assert s.prefixes.find(None, prompts[0]) is not None
     assert s.prefixes.find("another-adapter", prompts[0]) is None  # keys differ per adapter
+
+
+def test_rows_prefilled_from_a_kept_beginning_keep_it_when_a_neighbour_leaves(tiny_tokenizer):
+    # A row prefilled from a kept beginning has padding between that beginning and the rest
+    # of its prompt; dropping a finished neighbour must not cut its beginning away.
+    model = _lively(tiny_tokenizer)
+    system = "You route tickets for billing technical shipping account returns. " * 2
+    prompts = [render_prompt_ids(tiny_tokenizer, [Message("system", system), Message("user", t)])
+               for t in TEXTS]
+    s = _scheduler(model, batch=4)
+    for p in prompts[:2]:
+        s.submit(p, SamplingParams(2))
+    _run(s)  # learns the shared beginning
+    rest = prompts[2:]
+    longest = max(range(len(rest)), key=lambda i: len(rest[i]))
+    assert len({len(p) for p in rest}) == len(rest)
+    # the longest prompt (the only row without padding) leaves first; the others decode on
+    lengths = [3 if i == longest else 9 + i for i in range(len(rest))]
+    seqs = [s.submit(p, SamplingParams(n)) for p, n in zip(rest, lengths, strict=True)]
+    _run(s)
+    assert s.prefixes.hits == 3
+    for q, p, n in zip(seqs, rest, lengths, strict=True):
+        assert q.output_ids == _reference(model, p, n)
