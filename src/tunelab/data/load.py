@@ -81,6 +81,7 @@ def check_file(path: str | Path,
     keys: dict[str, None] = {}  # every key of those rows, in order of first appearance
     sample: dict | None = None  # the first of them
     unused: dict[str, None] = {}  # keys that loaded rows hold and their format does not read
+    unused_rows: list[int] = []  # the lines of the rows that hold one of them
     shape: KeysView[str] | None = None  # the keys of the last loaded row, and those it did not read
     unread: list[str] = []
     for line, row, field_lines in read_located(Path(path)):
@@ -117,15 +118,18 @@ def check_file(path: str | Path,
             if row.keys() != shape:  # rows mostly share their keys: work them out once
                 shape = row.keys()
                 unread = [key for key in row if key not in reads(fmt or "chat", row)]
-            for key in unread:
-                if key not in unused and row[key] is not None:  # null: Parquet pads absent keys
-                    unused[key] = None
+            spare = [key for key in unread if row[key] is not None]  # null: Parquet pads absent keys
+            for key in spare:
+                unused.setdefault(key, None)
+            if spare:
+                unused_rows.append(line)
     findings = _once_for_the_file(findings, objects, list(keys), chosen, sample, source, noun)
     if unused:  # after the file-level errors, before the rows' findings
         at = next((i for i, f in enumerate(findings) if f.line != 0), len(findings))
         findings.insert(at, Finding(
             source, 0, None, "unused_columns",
-            unused_message(chosen or "chat", unused, keys, noun, sample), WARNING))
+            unused_message(chosen or "chat", unused, keys, noun, sample), WARNING,
+            rows=tuple(unused_rows)))
     return examples, findings
 
 

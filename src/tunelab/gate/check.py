@@ -181,7 +181,8 @@ def check_data(path: str | Path, format: str = "auto", tokenizer: Any = None,
     found += _pii_findings(source, rows)
     found = [field_lines[f.line].place(f) if f.line in field_lines else f for f in found]
     # No rows, or a problem every row shares (a missing column), already says it all.
-    whole_file = any(f.code == "empty_file" or (f.line == 0 and f.rows) for f in findings)
+    whole_file = any(f.code == "empty_file" or (f.line == 0 and f.rows and f.is_error)
+                     for f in findings)
     if len(examples) < min_rows and not whole_file:
         found.append(Finding(
             source, 0, None, "too_few_rows",

@@ -167,7 +167,9 @@ def test_unused_columns_are_one_finding_for_the_file_not_one_per_row(tmp_path):
     (finding,) = findings
     assert finding.message.startswith("keys 'idx', 'source' are not used by the "
                                       "classification format")
-    assert finding.row_lines == ()  # a note on the file: no row is rejected by it
+    # one warning for the file (line 0) naming the rows it concerns; a warning rejects none
+    assert finding.line == 0 and not finding.is_error
+    assert finding.row_lines == tuple(range(1, 501))
     reporter = Recorder()
     load_mixture([(path, "auto", 1.0), (path, "auto", 0.5)], seed=0, reporter=reporter)
     assert [line.split(" [")[1].split("]")[0] for line in reporter.lines] == [

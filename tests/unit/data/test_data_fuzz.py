@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tunelab.data.load import check_file
@@ -47,6 +47,7 @@ def non_blank_lines(data: bytes) -> set[int]:
 
 @FUZZ
 @given(data=FILE)
+@example(data=b'{"role": false, "text": "user"}')  # a column the text format does not read
 def test_any_jsonl_bytes_become_examples_or_findings(data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.jsonl"
