@@ -16,7 +16,7 @@ from tunelab.db import RequestRecord
 
 COLUMNS = {"id", "request_id", "created_at", "endpoint", "model", "user", "prompt", "answer",
            "prompt_tokens", "completion_tokens", "latency_ms", "time_to_first_token_ms",
-           "finish_reason", "status_code", "stream", "filtered"}
+           "finish_reason", "status_code", "stream", "filtered", "experiment", "variant"}
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
 
 

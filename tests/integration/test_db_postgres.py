@@ -32,14 +32,14 @@ def test_migrations_from_empty_on_postgresql(fresh_postgres_url):
             == {"ix_request_log_created_at", "ix_request_log_model"}
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).all() \
-                == [("0001",)]
+                == [("0002",)]
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_three_processes_opening_one_new_database_at_once_take_turns(fresh_postgres_url):
     assert_concurrent_opens_succeed(fresh_postgres_url)
     with open_database(fresh_postgres_url) as db, db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
 
 
 def test_rows_written_by_the_writer_are_read_back(postgres_url):

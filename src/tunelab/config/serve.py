@@ -48,6 +48,57 @@ class FilterSettings(_Section):
         return v
 
 
+class VariantSettings(_Section):
+    """One arm of an experiment: a served model and its share of new units."""
+
+    name: str = Field(min_length=1, max_length=200)  # said in the response header and logged
+    model: str = Field(min_length=1)  # a served model's name or alias
+    weight: float = Field(ge=0)  # relative share of units not yet assigned; need not sum to 1
+
+
+class ExperimentSettings(_Section):
+    """Traffic split between served models: a request naming ``name`` goes to one variant."""
+
+    name: str = Field(min_length=1, max_length=200)  # what a request puts in `model`
+    variants: list[VariantSettings] = Field(min_length=2)
+    control: str | None = None  # the variant others are compared with; None: the first
+    unit: Literal["user", "request"] = "user"  # user: one user keeps one variant; request: each anew
+    unit_header: str = "X-Tunelab-User"  # the unit when the body has no `user` field
+
+    @field_validator("variants")
+    @classmethod
+    def _names_unique_and_weighted(cls, v: list[VariantSettings]) -> list[VariantSettings]:
+        names = [x.name for x in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"variant names must differ; repeated: {', '.join(twice)}")
+        if not sum(x.weight for x in v) > 0:
+            raise ValueError("at least one variant needs a weight above 0")
+        return v
+
+    @field_validator("control")
+    @classmethod
+    def _control_is_a_variant(cls, v: str | None, info: Any) -> str | None:
+        names = [x.name for x in info.data.get("variants") or []]
+        if v is not None and names and v not in names:
+            raise ValueError(f"{v!r} is not one of the variants ({', '.join(names)})")
+        return v
+
+    @property
+    def control_variant(self) -> str:
+        """The control's name: ``control`` or the first variant."""
+        return self.control or self.variants[0].name
+
+
+class MonitorSettings(_Section):
+    """When production prompts count as drifted from the training data (`tunelab monitor`)."""
+
+    psi_threshold: float = Field(0.2, gt=0)  # population stability index above this: drift
+    p_value: float = Field(0.01, gt=0, lt=1)  # and the two-sample test below this
+    min_prompts: int = Field(50, gt=0)  # fewer production prompts: too few to judge
+    interval: float = Field(300.0, gt=0)  # seconds between recomputing the server's drift gauges
+
+
 class ServeSettings(_Section):
     """Everything `tunelab serve` reads: the models, the address, limits, log and filters."""
 
@@ -68,6 +119,17 @@ class ServeSettings(_Section):
     drain_timeout: float = Field(30.0, ge=0)  # seconds in-flight requests get after SIGTERM
     public_metrics: bool = False  # true: GET /metrics without a key (for a scraper inside a trusted network)
     filters: FilterSettings = Field(default_factory=FilterSettings)
+    experiments: list[ExperimentSettings] = Field(default_factory=list)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+
+    @field_validator("experiments")
+    @classmethod
+    def _experiment_names_unique(cls, v: list[ExperimentSettings]) -> list[ExperimentSettings]:
+        names = [x.name for x in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"experiment names must differ; repeated: {', '.join(twice)}")
+        return v
 
     @field_validator("default_max_tokens")
     @classmethod

@@ -46,7 +46,8 @@ FLUSH_ROWS = 500  # flush early when this many rows wait, before the interval is
 # A lost connection or a locked file: keep the rows, try again at the next flush.
 _UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError)
 _CLIP = {"request_id": ID_LENGTH, "endpoint": SHORT_LENGTH, "model": NAME_LENGTH,
-         "user": NAME_LENGTH, "finish_reason": SHORT_LENGTH, "filtered": NAME_LENGTH}
+         "user": NAME_LENGTH, "finish_reason": SHORT_LENGTH, "filtered": NAME_LENGTH,
+         "experiment": NAME_LENGTH, "variant": NAME_LENGTH}
 _STOP = object()
 
 
@@ -73,6 +74,9 @@ class RequestRecord:
         status_code: the HTTP status answered (200, 400, 429, ...).
         stream: whether the answer was streamed.
         filtered: the output filters that changed the answer, comma-separated.
+        experiment: the experiment the request named, if it named one; ``model`` is
+            then the served model of the variant that answered.
+        variant: the experiment's variant that answered.
     """
 
     request_id: str
@@ -90,6 +94,8 @@ class RequestRecord:
     status_code: int
     stream: bool
     filtered: str | None
+    experiment: str | None = None
+    variant: str | None = None
 
 
 def _row(record: RequestRecord) -> dict[str, Any]:

@@ -37,15 +37,18 @@ def test_migrations_from_empty_make_the_table_and_record_the_revision(tmp_path):
     path = tmp_path / "new" / "folder" / "log.db"  # the folders are made
     with open_database(f"sqlite:///{path}") as db:
         insp = inspect(db.engine)
-        assert set(insp.get_table_names()) == {"alembic_version", "request_log"}
+        assert set(insp.get_table_names()) == {"alembic_version", "request_log", "feedback",
+                                               "experiment_assignment"}
         assert {c["name"] for c in insp.get_columns("request_log")} == COLUMNS
         assert insp.get_pk_constraint("request_log")["constrained_columns"] == ["id"]
         indexes = {i["name"]: i["column_names"] for i in insp.get_indexes("request_log")}
         assert indexes == {"ix_request_log_created_at": ["created_at"],
-                           "ix_request_log_model": ["model"]}
+                           "ix_request_log_model": ["model"],
+                           "ix_request_log_request_id": ["request_id"],
+                           "ix_request_log_experiment": ["experiment", "variant"]}
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).all() \
-                == [("0001",)]
+                == [("0002",)]
             # the tables module and the migrations describe the same schema
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     # a second open upgrades nothing and keeps the rows
@@ -171,3 +174,24 @@ def test_a_folder_that_cannot_be_made_or_a_file_that_is_not_sqlite(tmp_path):
     with pytest.raises(DatabaseError, match="cannot open the database") as info:
         open_database(f"sqlite:///{tmp_path / 'junk.db'}")
     assert "SQLite database" in info.value.hint
+
+
+def test_a_database_of_the_first_revision_is_upgraded_and_keeps_its_rows(tmp_path):
+    from alembic import command
+
+    from tunelab.db.database import alembic_config
+
+    path = tmp_path / "old.db"
+    with open_database(f"sqlite:///{path}") as db, db.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0001")
+        assert "feedback" not in inspect(conn).get_table_names()
+        conn.execute(text("INSERT INTO request_log (request_id, created_at, endpoint, model, "
+                          "prompt_tokens, completion_tokens, latency_ms, status_code, stream) "
+                          "VALUES ('chatcmpl-old', '2026-11-30 10:00:00', 'chat.completions', "
+                          "'m', 1, 2, 3.0, 200, 0)"))
+    with open_database(f"sqlite:///{path}") as db:
+        old = recent_requests(db)
+        assert [(r.request_id, r.experiment, r.variant) for r in old] == [("chatcmpl-old", None, None)]
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
