@@ -89,6 +89,7 @@ def test_finds_the_better_variant_and_no_srm_alarm(balanced, tmp_path, capsys):
     code, rep, out, err = report(capsys, "greet", "--config", str(config), "--db", balanced,
                                  "--html", str(tmp_path / "html"))
     assert code == exits.OK, err
+    assert all(isinstance(d["significant"], bool) for d in rep["differences"])
     up = next(d for d in rep["differences"] if d["metric"] == "thumbs_up_rate")
     assert up["method"] == "newcombe, design effect (clustered by unit)"  # users rate several
     assert 0 < up["low"] <= 0.15 <= up["high"]  # excludes 0, covers the planted margin

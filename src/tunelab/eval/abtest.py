@@ -149,7 +149,8 @@ class Difference:
     @property
     def significant(self) -> bool:
         """Whether the interval excludes 0."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+        return bool(self.low is not None and self.high is not None
+                    and (self.low > 0 or self.high < 0))
 
 
 def wilson(x: float, n: float, alpha: float = ALPHA) -> tuple[float, float]:
@@ -212,8 +213,11 @@ def compare(metric: str, kind: Kind, control: str, treatment: str, c: Sample, t:
     ec, et = estimate(c), estimate(t)
     def result(estimate: float | None, low: float | None, high: float | None,
                p_value: float | None, method: str) -> Difference:
-        return Difference(metric, control, treatment, ec.mean, et.mean, estimate, low, high,
-                          p_value, method, alpha)
+        def num(x: float | None) -> float | None:  # plain floats: numpy's break JSON booleans
+            return None if x is None else float(x)
+
+        return Difference(metric, control, treatment, ec.mean, et.mean, num(estimate), num(low),
+                          num(high), num(p_value), method, alpha)
 
     if ec.mean is None or et.mean is None or ec.variance is None or et.variance is None:
         d = None if ec.mean is None or et.mean is None else et.mean - ec.mean
