@@ -104,6 +104,9 @@ def _anchor_data_paths(data: dict, base: Path, origins: _Origins, why: str) -> N
             for key in ("train", "validation"):
                 if key in section:
                     section[key] = _anchor_sources(section[key], base, origins, why)
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("adapter"), str):  # a starting adapter
+        model["adapter"] = _absolute(model["adapter"], base, origins, why)
 
 
 def _build(data: dict, overrides: list[str], source: str | None,
@@ -162,6 +165,8 @@ def _missing_files(cfg: RunConfig, origins: _Origins) -> list[str]:
             for i, src in enumerate(phase.data.get(key) or []):
                 found.append((f"phases.{n}.data.{key}.{i}.path", src["path"]))
     problems = []
+    if cfg.model.adapter is not None:
+        found.append(("model.adapter", cfg.model.adapter))
     for where, path in found:
         if not Path(path).exists():
             why = f" ({origins[path]})" if path in origins else ""

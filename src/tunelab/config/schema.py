@@ -41,6 +41,10 @@ class ModelSettings(_Section):
     # faster than fp32 (tunelab.models.hardware); on this CPU it is slower, so fp32.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     add_special_tokens: list[str] = Field(default_factory=list)  # new tokens; embeddings are resized
+    # Start from this LoRA adapter's weights instead of a fresh adapter (a run folder or an
+    # adapter folder trained on this same model): continued training, `tunelab retrain`.
+    # The adapter's own shape (rank, alpha, targets) is used; the lora section is not.
+    adapter: str | None = None
 
 
 class DataSource(_Section):
@@ -262,6 +266,13 @@ class RunConfig(_Section):
     search: SearchSettings | None = None  # used by `tunelab tune`; `tunelab train` ignores it
     phases: list[PhaseSettings] = Field(default_factory=list)  # empty: one phase, the sections above
     eval_tasks: list[TrainEvalTask] = Field(default_factory=list)  # `tunelab eval` tasks at validations
+
+    @model_validator(mode="after")
+    def _adapter_needs_lora(self) -> RunConfig:
+        if self.model.adapter is not None and self.train.method in ("full", "freeze"):
+            raise ValueError(f"model.adapter continues a LoRA adapter, but train.method is "
+                             f"{self.train.method!r}; use method lora, or remove model.adapter")
+        return self
 
     @model_validator(mode="after")
     def _task_reads_tables(self) -> RunConfig:

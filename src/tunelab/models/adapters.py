@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tunelab.config.schema import FreezeSettings, LoraSettings
@@ -59,6 +60,41 @@ def apply_lora(model: Any, settings: LoraSettings, trainable_token_ids: list[int
         **kwargs,
     )
     return get_peft_model(model, cfg)
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside the adapter's weights
+
+
+def adapter_folder(ref: str | Path) -> Path:
+    """The LoRA adapter folder of a run folder (``RUN/adapter``) or of an adapter folder.
+
+    Raises:
+        ConfigError: neither holds a PEFT adapter (``adapter_config.json``).
+    """
+    p = Path(ref)
+    for folder in (p / "adapter", p):
+        if (folder / ADAPTER_CONFIG).is_file():
+            return folder
+    raise ConfigError([f"model.adapter: {str(ref)!r} is neither a run folder with adapter/ nor "
+                       f"an adapter folder (no {ADAPTER_CONFIG}); give a finished LoRA run"])
+
+
+def load_lora(model: Any, folder: str | Path) -> Any:
+    """Wrap ``model`` with a saved LoRA adapter whose weights train on from where they are.
+
+    The adapter's saved shape applies (its rank, alpha, targets and any trainable new
+    token rows); base weights stay frozen, as with ``apply_lora``.
+
+    Args:
+        model: the causal LM the adapter was trained on (special tokens already added).
+        folder: an adapter folder (``adapter_folder``).
+
+    Returns:
+        The peft model, its adapter trainable.
+    """
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
 
 
 def _block_index(name: str) -> int | None:

@@ -34,7 +34,13 @@ from tunelab.data.template import (
     tokenize_example,
 )
 from tunelab.errors import DataError, TrainingError
-from tunelab.files import set_new_file_mode, write_atomic, write_json_atomic, write_text_atomic
+from tunelab.files import (
+    set_new_file_mode,
+    sha256_file,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from tunelab.models import adapters
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
@@ -118,6 +124,8 @@ def load_base(cfg: RunConfig, reporter: Reporter = SILENT) -> StartingPoint:
 def apply_method(model: Any, cfg: RunConfig, new_token_ids: list[int]) -> Any:
     """Attach a LoRA adapter, freeze blocks, or unfreeze all, per ``cfg.train.method``."""
     method = cfg.train.method
+    if method == "lora" and cfg.model.adapter is not None:  # continue a trained adapter
+        return adapters.load_lora(model, adapters.adapter_folder(cfg.model.adapter))
     if method == "lora":
         return adapters.apply_lora(model, cfg.lora, new_token_ids)
     if method == "freeze":
@@ -260,7 +268,15 @@ def _write_inputs(run: FinetuneRun, hashes: list[dict]) -> None:
         # The chat rendering training used: `tunelab serve` refuses a run whose template
         # it would render differently (train/serve template drift).
         "chat_template_fingerprint": _template_fingerprint(run),
+        **({"adapter": adapter_input(run.cfg.model.adapter)} if run.cfg.model.adapter else {}),
     })
+
+
+def adapter_input(ref: str) -> dict:
+    """The starting adapter as a run records it: its folder and its weights' sha256."""
+    folder = adapters.adapter_folder(ref)
+    weights = sorted(folder.glob("*.safetensors"))
+    return {"path": str(folder), "sha256": [sha256_file(w) for w in weights]}
 
 
 def _template_fingerprint(run: FinetuneRun) -> str | None:
@@ -417,6 +433,8 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
     if ckpt is None and main:
         _write_inputs(run, hashes)
     identity = run_identity(cfg, hashes)
+    if cfg.model.adapter:  # a resumed run must continue from the same starting weights
+        identity["adapter"] = adapter_input(cfg.model.adapter)["sha256"]
     steps = total_steps(len(run.train_rows), cfg.train)
     optimizer, scheduler = _setup_optimizer(run, steps)
     accelerator = Accelerator(cpu=not _has_cuda(), mixed_precision="no")
