@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment.register(sub)
 
+    from tunelab.cli import feedback
+
+    feedback.register(sub)
+
     from tunelab.cli import curve, data_check, data_ops
 
     d = sub.add_parser("data", help="the data gate: check, profile, dedup, split, clean, "
