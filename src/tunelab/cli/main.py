@@ -249,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment.register(sub)
 
-    from tunelab.cli import feedback
+    from tunelab.cli import feedback, retrain
 
     feedback.register(sub)
+    retrain.register(sub)
 
     from tunelab.cli import curve, data_check, data_ops
 
