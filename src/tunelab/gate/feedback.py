@@ -169,7 +169,8 @@ def _pii(source: str, rows: dict[int, dict]) -> list[Finding]:
 
 def _near_duplicates(source: str, rows: dict[int, dict], threshold: float) -> list[Finding]:
     lines = list(rows)
-    texts = [json.dumps(rows[n], ensure_ascii=False, sort_keys=True) for n in lines]
+    # the texts only: the keys every row shares would make all rows look alike
+    texts = ["\n".join(text for _, text in _strings(rows[n], "")) for n in lines]
     out = []
     for cluster in find_near_duplicates(texts, threshold):
         for i in cluster[1:]:
