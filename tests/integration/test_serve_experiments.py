@@ -308,3 +308,26 @@ def test_an_admin_key_equal_to_an_api_key_is_refused(capsys, monkeypatch, tiny_m
     monkeypatch.setenv("TUNELAB_API_KEYS", "same-key")
     assert main(["serve", str(tiny_model_dir), "--admin-key", "same-key"]) == exits.USAGE
     assert "admin key is also an API key" in capsys.readouterr().err
+
+
+def test_two_servers_on_one_postgresql_give_a_user_one_variant(tmp_path, tiny_model_dir,
+                                                               lively_model_dir,
+                                                               fresh_postgres_url):
+    # Opposite weights: whichever server sees a user first decides, the other reads it.
+    one = start_server(tmp_path / "one", [], _config(tiny_model_dir, lively_model_dir,
+                                                     {"a": 1, "b": 0}), db_url=fresh_postgres_url)
+    try:
+        two = start_server(tmp_path / "two", [], _config(tiny_model_dir, lively_model_dir,
+                                                         {"a": 0, "b": 1}),
+                           db_url=fresh_postgres_url)
+        try:
+            first_on_one = [f"pg-one-{i}" for i in range(10)]
+            first_on_two = [f"pg-two-{i}" for i in range(10)]
+            assert set(_variants(one, first_on_one).values()) == {"a"}
+            assert set(_variants(two, first_on_two).values()) == {"b"}
+            assert set(_variants(two, first_on_one).values()) == {"a"}  # read, not drawn
+            assert set(_variants(one, first_on_two).values()) == {"b"}
+        finally:
+            two.stop()
+    finally:
+        one.stop()
