@@ -2,7 +2,9 @@
 
 Flags override the ``--config`` file (``tunelab.config.serve``). Keys come from
 ``TUNELAB_API_KEYS`` and ``--api-key-file``; with neither, a key is generated, printed
-here once (stderr) and kept only in the server's memory. Everything is printed to
+here once (stderr) and kept only in the server's memory. The admin key (``--admin-key``
+or ``TUNELAB_ADMIN_KEY``) opens the /admin/ routes (experiment weights); without one
+they stay off. Everything is printed to
 stderr: a server has no result for stdout. Server logs go through ``logging`` at the
 config's ``log_level``, never with prompt or answer text at info.
 """
@@ -22,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "serve", help="serve models over an OpenAI-compatible HTTP API",
         description="Serve runs and models over HTTP (/v1/chat/completions, /v1/completions, "
-                    "/v1/models), with API keys, limits, metrics and a request log. SIGTERM "
-                    "drains: requests in flight finish, then the server exits 0.")
+                    "/v1/models), with API keys, limits, metrics, a request log and A/B "
+                    "experiments. SIGTERM drains: requests in flight finish, then the server "
+                    "exits 0. SIGHUP rereads the --config file's experiments.")
     s.add_argument("models", nargs="*", metavar="MODEL_OR_RUN",
                    help="run folders or names, store names or model folders (default: the "
                         "config's models)")
@@ -36,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--api-key-file", default=None, metavar="FILE",
                    help="valid API keys, one a line (also read: TUNELAB_API_KEYS, "
                         "comma-separated); with neither, a key is made and printed once")
+    s.add_argument("--admin-key", default=None, metavar="KEY",
+                   help="turn on the /admin/ routes (experiment weights) with this key, which "
+                        "no API key may equal (also read: TUNELAB_ADMIN_KEY, which keeps it "
+                        "out of the process list); default: the admin routes are off")
     s.add_argument("--db", default=None, metavar="URL",
                    help="the request log database (default: SQLite under the tunelab home; "
                         "postgresql://... for several servers)")
@@ -50,7 +57,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from tunelab.cli.reporter import StderrReporter
     from tunelab.config.serve import load_serve_settings
     from tunelab.recipes.serve import run_serve
-    from tunelab.serve.app.auth import configured_keys, generate_key
+    from tunelab.serve.app.auth import configured_admin_key, configured_keys, generate_key
 
     settings = load_serve_settings(a.config, {
         "models": a.models or None, "host": a.host, "port": a.port, "db": a.db,
@@ -60,6 +67,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     if not keys:
         generated = generate_key()
         keys = [generated]
+    admin_key = configured_admin_key(a.admin_key, keys)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("tunelab")
@@ -74,7 +82,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
                   file=sys.stderr)
         sys.stderr.flush()
 
-    drained = run_serve(settings, keys, ready, StderrReporter())
+    drained = run_serve(settings, keys, ready, StderrReporter(), admin_key, a.config)
     if drained is False:
         print("stopped: the drain timeout passed; unfinished requests were cancelled",
               file=sys.stderr)

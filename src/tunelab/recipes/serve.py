@@ -6,19 +6,23 @@ models load (an unknown model or a template mismatch fails before anything liste
 then the database opens. The engine's batching settings are built here from the serve
 settings, where their defaults live. On SIGTERM the server drains
 (``tunelab.serve.app.server``) and this returns; the engines, the log writer (flushing
-what is pending) and the database close on the way out, also after an error.
+what is pending) and the database close on the way out, also after an error. SIGHUP
+rereads the ``--config`` file's experiments (``ExperimentRouter.reload``) on a thread of
+its own, so neither the engines nor the requests wait for the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from tunelab.config.serve import ServeSettings
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from tunelab.serve.app.server import DrainingServer
     from tunelab.serve.batching import EngineSettings
     from tunelab.serve.registry import ModelRegistry
+
+log = logging.getLogger("tunelab.serve")
 
 CLOSE_GRACE_SECONDS = 5.0  # after the drain: for cancelled responses to end and sockets to close
 
@@ -53,7 +59,8 @@ def is_loopback(host: str) -> bool:
 
 def run_serve(settings: ServeSettings, api_keys: list[str],
               on_ready: Callable[[str, list[str]], None] | None = None,
-              reporter: Reporter = SILENT) -> bool | None:
+              reporter: Reporter = SILENT, admin_key: str | None = None,
+              config_path: str | None = None) -> bool | None:
     """Serve ``settings.models`` until a signal drains the server.
 
     Args:
@@ -61,6 +68,8 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         api_keys: the valid keys (at least one).
         on_ready: called with the base URL and the served names once the server listens.
         reporter: progress and warnings (loading, a non-loopback address).
+        admin_key: the key of the /admin/ routes (experiment weights); None: they are off.
+        config_path: the serve config file, reread on SIGHUP (its experiments only).
 
     Returns:
         None when no drain ran (the server stopped otherwise), else whether every
@@ -68,7 +77,8 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
 
     Raises:
         UsageError: no model named, or the address cannot be bound.
-        ModelError, StoreError, ConfigError: a model cannot be loaded or served.
+        ModelError, StoreError, ConfigError: a model cannot be loaded or served, or an
+            experiment's variant names a model that is not served.
     """
     if not settings.models and not settings.aliases:
         raise UsageError("no model to serve",
@@ -98,8 +108,9 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         writer = RequestLogWriter(db)
         writer.start()
         stack.callback(writer.close)
-        app = create_app(registry, settings, writer, api_keys)
+        app = create_app(registry, settings, writer, api_keys, db, admin_key)
         state = app.state.serve
+        router = app.state.experiments
 
         async def drain(timeout: float) -> bool:
             state.start_draining()
@@ -122,16 +133,23 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         names = sorted(registry.models)
         server = DrainingServer(config, drain, settings.drain_timeout,
                                 on_started=None if on_ready is None else lambda: on_ready(url, names))
-        _serve_with_engines_on_this_thread(server, sock, registry)
+        def reload() -> None:
+            if config_path is None:
+                log.warning("SIGHUP: the server was started without --config; nothing to reload")
+            else:
+                router.reload(config_path)
+
+        _serve_with_engines_on_this_thread(server, sock, registry, reload)
         return server.drained
     return None  # not reached: the `with` returns or raises
 
 
 def _serve_with_engines_on_this_thread(server: DrainingServer, sock: socket.socket,
-                                       registry: ModelRegistry) -> None:
+                                       registry: ModelRegistry, reload: Callable[[], None]) -> None:
     """uvicorn on a thread, the engines on this (the main) thread, where torch runs fastest
     (``tunelab.serve.batching.ServingEngine``). uvicorn installs no signal handlers off the
-    main thread, so SIGTERM/SIGINT are routed here to the server's drain."""
+    main thread, so SIGTERM/SIGINT are routed here to the server's drain, and SIGHUP to
+    ``reload`` on a short thread (reading a file must not stall the engines)."""
     failure: list[BaseException] = []
 
     def http() -> None:
@@ -142,6 +160,10 @@ def _serve_with_engines_on_this_thread(server: DrainingServer, sock: socket.sock
 
     thread = threading.Thread(target=http, name="tunelab-http", daemon=True)
     previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_hup(_sig: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=reload, name="tunelab-reload", daemon=True).start()
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     try:
         thread.start()
         registry.run(until=lambda: not thread.is_alive())

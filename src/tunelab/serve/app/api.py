@@ -8,7 +8,11 @@ recipe owns the engines, the log writer and uvicorn). Routes:
 * ``GET /v1/models`` (and ``/v1/models/{name}``): the names a request may use;
 * ``GET /health``: the process answers (no key); ``GET /ready``: 200 while models are
   loaded and the server is not draining, else 503 (no key);
-* ``GET /metrics``: Prometheus text; needs a key unless ``public_metrics``.
+* ``GET /metrics``: Prometheus text; needs a key unless ``public_metrics``;
+* ``GET /admin/experiments``, ``PUT /admin/experiments/{name}``: experiment weights,
+  with the admin key only (``tunelab.serve.app.experiments``).
+
+``/v1/models`` lists the experiments beside the models: a request may name either.
 
 Every error body has the OpenAI shape (``tunelab.serve.app.errors``).
 """
@@ -24,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.config.serve import ServeSettings
+from tunelab.db import Database
 from tunelab.serve.app import schemas
 from tunelab.serve.app.auth import OPEN_PATHS, KeyCheck
 from tunelab.serve.app.errors import (
@@ -34,6 +39,7 @@ from tunelab.serve.app.errors import (
     on_unexpected,
     validation_error,
 )
+from tunelab.serve.app.experiments import ExperimentRouter, add_admin_routes
 from tunelab.serve.app.limits import BodyLimit
 from tunelab.serve.app.metrics import UNKNOWN_MODEL, ServeMetrics
 from tunelab.serve.app.service import CHAT, COMPLETIONS, Job, LogWriter, Outcome, ServeApp
@@ -43,7 +49,8 @@ _ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS}
 
 
 def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: LogWriter | None,
-               api_keys: list[str]) -> FastAPI:
+               api_keys: list[str], db: Database | None = None,
+               admin_key: str | None = None) -> FastAPI:
     """The server app over a loaded registry.
 
     Args:
@@ -51,14 +58,23 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
         settings: the serve settings (limits, filters, log_text, public_metrics).
         log_writer: where request records go (``tunelab.db.RequestLogWriter``); None: nowhere.
         api_keys: the valid keys; at least one (the CLI generates one when none is configured).
+        db: the open database (experiment assignments); needed when experiments are declared.
+        admin_key: the key of the /admin/ routes; None: they are off.
 
     Returns:
-        The app; its ``state.serve`` is the ``ServeApp`` (draining flag, in-flight count).
+        The app; its ``state.serve`` is the ``ServeApp`` (draining flag, in-flight count),
+        its ``state.experiments`` the ``ExperimentRouter`` (reload on SIGHUP).
+
+    Raises:
+        ConfigError: an experiment's variant names a model that is not served.
+        UsageError: experiments are declared but ``db`` is None.
     """
     app = FastAPI(title="tunelab", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = ServeMetrics()
-    serve = ServeApp(registry, settings, log_writer, metrics)
+    experiments = ExperimentRouter(settings.experiments, registry.models, db)
+    serve = ServeApp(registry, settings, log_writer, metrics, experiments)
     app.state.serve = serve
+    app.state.experiments = experiments
     _watch_engines(registry, metrics)
 
     async def on_bad_body(request: Request, exc: Exception) -> JSONResponse:
@@ -78,7 +94,8 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
     open_paths = OPEN_PATHS | ({"/metrics"} if settings.public_metrics else set())
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     # Added last, so it runs first: a request without a key is refused before its body is read.
-    app.add_middleware(KeyCheck, keys=list(api_keys), open_paths=frozenset(open_paths))
+    app.add_middleware(KeyCheck, keys=list(api_keys), open_paths=frozenset(open_paths),
+                       admin_key=admin_key)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: schemas.ChatRequest, request: Request) -> Response:
@@ -90,10 +107,13 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return schemas.models_list([(m.name, m.created) for m in registry.models.values()])
+        return schemas.models_list([(m.name, m.created) for m in registry.models.values()]
+                                   + [(n, experiments.created(n)) for n in experiments.names()])
 
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str) -> dict[str, Any]:
+        if experiments.get(name) is not None:
+            return schemas.models_list([(name, experiments.created(name))])["data"][0]
         m = serve.model(name)
         return schemas.models_list([(m.name, m.created)])["data"][0]
 
@@ -113,6 +133,8 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
     @app.get("/metrics")
     async def metrics_route() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
+
+    add_admin_routes(app, experiments)
 
     return app
 

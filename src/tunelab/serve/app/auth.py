@@ -10,6 +10,11 @@ unknown paths (401 before 404: the server does not reveal its routes to stranger
 whatever route is added later, a websocket one included (closed with 1008). ``Authorization: Bearer KEY`` is compared, case
 sensitive, with ``hmac.compare_digest`` against every key without stopping at a match,
 so the time taken says nothing about which key (or how much of one) was right.
+
+Paths under ``/admin/`` take the admin key (``--admin-key`` or ``TUNELAB_ADMIN_KEY``)
+and nothing else: an API key gets 403 there. A server started without an admin key
+answers 404 on them (to a holder of an API key; 401 to anyone else), saying how to
+turn them on.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketClose
 
 from tunelab.errors import UsageError
-from tunelab.serve.app.errors import AUTHENTICATION, error_body
+from tunelab.serve.app.errors import AUTHENTICATION, NOT_FOUND, PERMISSION, error_body
 
 KEYS_ENV = "TUNELAB_API_KEYS"
 POLICY_VIOLATION = 1008  # the websocket close code for a connection without a valid key
 OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness probes carry no key
+ADMIN_KEY_ENV = "TUNELAB_ADMIN_KEY"
+ADMIN_PREFIX = "/admin/"
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -73,6 +80,27 @@ def configured_keys(env: str | None = None, key_file: str | Path | None = None) 
     return list(dict.fromkeys(keys))
 
 
+def configured_admin_key(flag: str | None, api_keys: Iterable[str],
+                         env: str | None = None) -> str | None:
+    """The admin key: ``--admin-key`` (``flag``), else ``TUNELAB_ADMIN_KEY``; None when neither.
+
+    Raises:
+        UsageError: the key holds whitespace, or equals an API key (the admin routes
+            would then be open to every client).
+    """
+    raw = os.environ.get(ADMIN_KEY_ENV, "") if env is None else env
+    key = (flag if flag is not None else raw).strip()
+    if not key:
+        return None
+    if any(ch.isspace() for ch in key):
+        raise UsageError("the admin key holds whitespace; a Bearer header cannot carry it",
+                         hint=f"check --admin-key or {ADMIN_KEY_ENV}")
+    if key_matches(key, api_keys):
+        raise UsageError("the admin key is also an API key; every client could change the "
+                         "experiments", hint="choose an admin key of its own")
+    return key
+
+
 def generate_key() -> str:
     """A new random key (32 bytes, URL-safe): for a server started without one."""
     return secrets.token_urlsafe(32)
@@ -107,11 +135,13 @@ class KeyCheck:
         open_paths: paths that need no key (/health, /ready, and /metrics when public).
     """
 
-    def __init__(self, app: ASGIApp, keys: list[str], open_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], open_paths: frozenset[str],
+                 admin_key: str | None = None) -> None:
         assert keys, "a server always has a key (generated when none is configured)"
         self.app = app
         self.keys = tuple(keys)
         self.open_paths = open_paths
+        self.admin_key = admin_key
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
@@ -120,16 +150,45 @@ class KeyCheck:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
+        if str(scope.get("path", "")).startswith(ADMIN_PREFIX):
+            await self._admin(token, scope, receive, send)
+            return
         if token is not None and key_matches(token, self.keys):
             await self.app(scope, receive, send)
-            return
-        if scope["type"] == "websocket":  # refused before the handshake is accepted
-            await WebSocketClose(code=POLICY_VIOLATION)(scope, receive, send)
             return
         if token is None:
             msg = "no API key: send the header `Authorization: Bearer YOUR_KEY`"
         else:
             msg = "the API key is not valid"
-        response = JSONResponse(error_body(msg, AUTHENTICATION, None, "invalid_api_key"),
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        await response(scope, receive, send)
+        await _refuse(401, msg, "invalid_api_key", scope, receive, send)
+
+    async def _admin(self, token: str | None, scope: Scope, receive: Callable[[], Awaitable[Any]],
+                     send: Callable[[Any], Awaitable[None]]) -> None:
+        if self.admin_key is not None and token is not None \
+                and key_matches(token, [self.admin_key]):
+            await self.app(scope, receive, send)
+            return
+        api_key = token is not None and key_matches(token, self.keys)
+        if self.admin_key is None and api_key:
+            await _refuse(404, "the admin routes are off: start the server with --admin-key KEY "
+                               f"(or {ADMIN_KEY_ENV}) to turn them on", "admin_disabled",
+                          scope, receive, send, NOT_FOUND)
+        elif api_key:
+            await _refuse(403, "this route takes the admin key, not an API key",
+                          "admin_key_required", scope, receive, send, PERMISSION)
+        else:
+            await _refuse(401, "no admin key: send `Authorization: Bearer ADMIN_KEY`"
+                          if token is None else "the admin key is not valid",
+                          "invalid_admin_key", scope, receive, send)
+
+
+async def _refuse(status: int, msg: str, code: str, scope: Scope,
+                  receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]],
+                  type: str = AUTHENTICATION) -> None:
+    if scope["type"] == "websocket":  # refused before the handshake is accepted
+        await WebSocketClose(code=POLICY_VIOLATION)(scope, receive, send)
+        return
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    response = JSONResponse(error_body(msg, type, None, code), status_code=status,
+                            headers=headers)
+    await response(scope, receive, send)

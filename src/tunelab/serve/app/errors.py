@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 INVALID_REQUEST = "invalid_request_error"
 AUTHENTICATION = "authentication_error"
+PERMISSION = "permission_error"  # what OpenAI sends with 403
 NOT_FOUND = "not_found_error"
 RATE_LIMIT = "rate_limit_error"  # what OpenAI sends with 429
 SERVER = "server_error"

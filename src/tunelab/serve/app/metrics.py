@@ -6,6 +6,8 @@ type, time to first token, request latency, generated tokens, per-request decode
 and the engine's waiting and running sequences (read when scraped). Per engine: the
 batch size and duration of each decode step (``ServingEngine.on_step``). A name that is
 not served is counted as ``model="unknown"``, so a client cannot grow the label set.
+Per experiment and variant (names from the config, never from a client): requests by
+status code.
 This module knows nothing of HTTP routes.
 """
 
@@ -55,6 +57,9 @@ class ServeMetrics:
         self.tokens_per_second = Histogram("tunelab_request_tokens_per_second",
                                            "Decode speed of one request after its first token",
                                            ["model"], buckets=_RATE, registry=r)
+        self.experiment_requests = Counter(
+            "tunelab_experiment_requests", "Requests routed by an experiment, by variant and "
+            "status code", ["experiment", "variant", "status"], registry=r)
         self.batch = Histogram("tunelab_batch_size", "Sequences in each decode step",
                                ["engine"], buckets=_BATCH, registry=r)
         self.step_seconds = Histogram("tunelab_step_seconds", "Seconds per decode step",

@@ -7,7 +7,10 @@ prompt that does not fit the context 400 (checked before the request joins the q
 a full queue 429 with ``Retry-After``, draining 503. Every request that reached a model
 route and passed the key check ends as one ``RequestRecord`` handed to the log writer,
 which never blocks. Logged lines (``logging``) carry ids, counts and timings, never a
-prompt or an answer.
+prompt or an answer. A request naming an experiment is routed to a variant's served
+model first (``tunelab.serve.app.experiments``); from then on its responses, errors
+included, carry the ``X-Tunelab-Experiment``/``X-Tunelab-Variant`` headers, its body and
+its log record name the served model, and the record keeps the experiment and variant.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tunelab.serve.app.errors import (
     UNAVAILABLE,
     APIError,
 )
+from tunelab.serve.app.experiments import ExperimentRouter, variant_headers
 from tunelab.serve.app.filters import OutputFilter
 from tunelab.serve.app.generation import ClientGone, Generation
 from tunelab.serve.app.metrics import UNKNOWN_MODEL, ServeMetrics
@@ -75,6 +79,11 @@ class Job:
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     created: int = field(default_factory=schemas.now)
     prompt_tokens: int = 0
+    experiment: str | None = None  # the experiment the request named, once routed
+    variant: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return variant_headers(self.experiment, self.variant)
 
 
 @dataclass
@@ -92,8 +101,10 @@ class ServeApp:
     """The state of one server and the life of each request."""
 
     def __init__(self, registry: ModelRegistry, settings: ServeSettings,
-                 log_writer: LogWriter | None, metrics: ServeMetrics) -> None:
+                 log_writer: LogWriter | None, metrics: ServeMetrics,
+                 experiments: ExperimentRouter | None = None) -> None:
         self.registry = registry
+        self.experiments = experiments
         self.settings = settings
         self.log_writer = log_writer
         self.metrics = metrics
@@ -140,7 +151,8 @@ class ServeApp:
         try:
             return self.registry.get(name)
         except KeyError:
-            names = ", ".join(sorted(self.registry.models))
+            names = ", ".join(sorted(self.registry.models) + (
+                self.experiments.names() if self.experiments is not None else []))
             raise APIError(404, f"the model {name!r} does not exist here; served: {names}",
                            NOT_FOUND, param="model", code="model_not_found") from None
 
@@ -172,26 +184,40 @@ class ServeApp:
         job = Job(endpoint, schemas.new_id("chatcmpl" if chat else "cmpl"), UNKNOWN_MODEL,
                   body.model, body.user, log_prompt, body.stream)
         try:
-            gen = self._admit(job, body)
+            served = await self._route(job, body, request)
+            gen = self._admit(job, body, served)
         except APIError as e:
             self.finish(job, Outcome(e.status, error_type=e.type))
-            return e.response()
+            return _tagged(e.response(), job)
         self._enter()
         if body.stream:
             end = _StreamEnd(self, job, gen)
             return _ClosingStream(self._stream(job, gen, body, request, end), end,
                                   media_type="text/event-stream",
-                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                           **job.headers()})
         try:
             return await self._complete(job, gen, request)
         finally:
             self._leave()
 
-    def _admit(self, job: Job, body: schemas.ChatRequest | schemas.CompletionRequest) -> Generation:
+    async def _route(self, job: Job, body: schemas.ChatRequest | schemas.CompletionRequest,
+                     request: Request) -> str:
+        """The served model's name: the request's own, or its experiment variant's."""
+        if self.experiments is None or self.draining:  # draining: _admit answers 503
+            return body.model
+        routed = await self.experiments.route(body.model, body.user, request.headers)
+        if routed is None:
+            return body.model
+        job.experiment, job.variant = routed.experiment, routed.variant
+        return routed.model
+
+    def _admit(self, job: Job, body: schemas.ChatRequest | schemas.CompletionRequest,
+               served: str) -> Generation:
         if self.draining:
             raise APIError(503, "the server is shutting down; retry on another instance",
                            UNAVAILABLE, code="server_draining")
-        model = self.model(body.model)
+        model = self.model(served)
         job.model = model.name
         where = body.prompt_param()
         try:
@@ -227,7 +253,7 @@ class ServeApp:
             text = await gen.answer(request.is_disconnected)
         except ClientGone:
             self.finish(job, self._outcome(gen, CLIENT_CLOSED, "cancelled"))
-            return Response(status_code=CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED, headers=job.headers())
         except asyncio.CancelledError:
             gen.cancel()
             self.finish(job, self._outcome(gen, CLIENT_CLOSED, "cancelled"))
@@ -236,13 +262,13 @@ class ServeApp:
         failed = self._failure(reason)
         if failed is not None:
             self.finish(job, self._outcome(gen, failed.status, reason, error_type=failed.type))
-            return failed.response()
+            return _tagged(failed.response(), job)
         text, changed = self.filters.apply(text)
         out = self._outcome(gen, 200, reason, text, changed)
         self.finish(job, out)
         make = schemas.chat_response if job.endpoint == CHAT else schemas.completion_response
         return JSONResponse(make(job.rid, job.created, job.model, text, reason or "stop",
-                                 job.prompt_tokens, gen.completion_tokens))
+                                 job.prompt_tokens, gen.completion_tokens), headers=job.headers())
 
     async def _stream(self, job: Job, gen: Generation, body: Any, request: Request,
                       end: _StreamEnd) -> AsyncIterator[str]:
@@ -324,11 +350,15 @@ class ServeApp:
                 if out.completion_tokens > 1 and decode > 0:
                     m.tokens_per_second.labels(model=job.model).observe(
                         (out.completion_tokens - 1) / decode)
+        if job.experiment is not None and job.variant is not None:  # names from the config only
+            m.experiment_requests.labels(experiment=job.experiment, variant=job.variant,
+                                         status=str(out.status)).inc()
         # the name as the client sent it, quoted (%r): a newline in it cannot forge a log line
         log.info("%s %s model=%r status=%d finish=%s prompt_tokens=%d completion_tokens=%d "
-                 "latency_ms=%.1f%s", job.rid, job.endpoint, job.requested, out.status,
+                 "latency_ms=%.1f%s%s", job.rid, job.endpoint, job.requested, out.status,
                  out.finish_reason, job.prompt_tokens, out.completion_tokens, latency * 1000,
-                 f" filtered={','.join(out.filtered)}" if out.filtered else "")
+                 f" filtered={','.join(out.filtered)}" if out.filtered else "",
+                 f" variant={job.variant!r}" if job.variant is not None else "")
         if self.log_writer is None:
             return
         record = RequestRecord(
@@ -339,11 +369,18 @@ class ServeApp:
             prompt_tokens=job.prompt_tokens, completion_tokens=out.completion_tokens,
             latency_ms=latency * 1000, time_to_first_token_ms=None if ttft is None else ttft * 1000,
             finish_reason=out.finish_reason, status_code=out.status, stream=job.stream,
-            filtered=",".join(out.filtered) or None)
+            filtered=",".join(out.filtered) or None, experiment=job.experiment,
+            variant=job.variant)
         try:
             self.log_writer.write(record)
         except Exception:  # the log must never take an answer down with it
             log.exception("%s: the request log writer failed", job.rid)
+
+
+def _tagged(response: Response, job: Job) -> Response:
+    """``response`` with the experiment headers of a routed request."""
+    response.headers.update(job.headers())
+    return response
 
 
 def _sse(obj: dict[str, Any]) -> str:
