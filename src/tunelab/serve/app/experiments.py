@@ -67,6 +67,7 @@ class Routed:
     variant: str
     model: str  # the served model's name
     stored: bool  # whether the unit's assignment is kept (False: no unit, or unit 'request')
+    unit: str | None = None  # the user it was routed by (the body's `user` or the unit header)
 
     def headers(self) -> dict[str, str]:
         return {EXPERIMENT_HEADER: self.experiment, VARIANT_HEADER: self.variant}
@@ -289,11 +290,11 @@ class ExperimentRouter:
             held = await self._stored(e.name, unit, want, by_name)
             if held is None:  # the database is down: answered, not kept
                 v = by_name[want]
-                return Routed(e.name, v.name, v.model, False)
+                return Routed(e.name, v.name, v.model, False, unit)
             if self._generation.get(e.name, 0) == generation:
                 self._cache.put(key, held)
         v = by_name[held]
-        return Routed(e.name, v.name, v.model, True)
+        return Routed(e.name, v.name, v.model, True, unit)
 
     async def _stored(self, experiment: str, unit: str, want: str,
                       variants: Mapping[str, Any]) -> str | None:

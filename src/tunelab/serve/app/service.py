@@ -210,6 +210,8 @@ class ServeApp:
         if routed is None:
             return body.model
         job.experiment, job.variant = routed.experiment, routed.variant
+        # a unit from the header is logged as the user, so the report groups its feedback
+        job.user = job.user or routed.unit
         return routed.model
 
     def _admit(self, job: Job, body: schemas.ChatRequest | schemas.CompletionRequest,
