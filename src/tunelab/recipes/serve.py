@@ -81,6 +81,7 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
 
     from tunelab.db import RequestLogWriter, open_database
     from tunelab.serve.app.api import create_app
+    from tunelab.serve.app.drift_watch import watch_drift
     from tunelab.serve.app.server import DrainingServer, bind_socket
     from tunelab.serve.registry import load_registry
 
@@ -100,6 +101,8 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         stack.callback(writer.close)
         app = create_app(registry, settings, writer, api_keys)
         state = app.state.serve
+        # drift and feedback gauges (tunelab.serve.app.drift_watch): a thread of their own
+        stack.enter_context(watch_drift(state.metrics.registry, registry, db, settings))
 
         async def drain(timeout: float) -> bool:
             state.start_draining()
