@@ -8,6 +8,7 @@ Prompts drawn from the run's own training file raise no alarm, even with
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timezone
 
 import pytest
@@ -137,3 +138,20 @@ def test_bad_input_gets_a_clean_message(sst2_run, tmp_path, capsys):
 
 def run_time() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def test_a_run_whose_training_data_is_gone_gets_a_note_not_a_traceback(sst2_run, tmp_path,
+                                                                       capsys):
+    run, train = sst2_run
+    copy = tmp_path / "runs" / "gone-run"
+    shutil.copytree(run, copy)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["data"]["train"] = [{**cfg["data"]["train"][0], "path": str(tmp_path / "gone.tsv")}]
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log_prompts(url, "gone-run", sst2_prompts(train, 60, seed=6))
+    code, out, err = _monitor(capsys, "--db", url, "--runs-dir", str(copy.parent),
+                              "--fail-on-drift")
+    assert code == exits.OK and "Traceback" not in err
+    assert "no drift check: the run's training data cannot be read" in out
+    assert "gone.tsv" in out

@@ -194,7 +194,7 @@ def _cluster_covariance(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, flo
     residual is its counts minus the shares times its length.
     """
     totals = counts.sum(axis=1)
-    tokens = float(totals.sum())
+    tokens = max(1.0, float(totals.sum()))  # prompts with no tokens at all: shares of 0
     n = counts.shape[0]
     share = counts.sum(axis=0) / tokens
     resid = counts - share[None, :] * totals[:, None]

@@ -69,7 +69,8 @@ class RunReference:
         return tokens, [None if a is None else match_label(a, words) for a in answers]
 
     def judge(self, prompts: Sequence[str], answers: Sequence[str | None],
-              settings: MonitorSettings, embed: Embed | None = None) -> DriftReport:
+              settings: MonitorSettings, embed: Embed | None = None,
+              no_embeddings: str = "the semantic extra is not installed") -> DriftReport:
         """The drift report of logged prompts (and their answers) against this reference.
 
         Args:
@@ -77,7 +78,7 @@ class RunReference:
             answers: the logged answers, one per prompt.
             settings: the thresholds.
             embed: the same embedding function the reference was built with; None: the
-                embedding feature is left out (and a note says so).
+                embedding feature is left out, and a note says why (``no_embeddings``).
         """
         tokens, labels = self.production(prompts, answers)
         vectors = None
@@ -86,8 +87,7 @@ class RunReference:
         report = compare(self.reference, tokens, settings, labels, vectors)
         report.notes = [*self.notes, *report.notes]
         if vectors is None:
-            report.notes.append("embeddings not compared (the semantic extra is not installed, "
-                                "or this is the server, which runs no embedding model)")
+            report.notes.append(f"embeddings not compared ({no_embeddings})")
         return report
 
 

@@ -20,6 +20,12 @@ from tunelab.files import write_json_atomic, write_text_atomic
 from tunelab.tracking.html import figure, page, table
 from tunelab.tracking.plots import COLORS, new_figure, save_png
 
+PSI_FLOOR = 1e-3  # the plot's left edge: a smaller PSI is drawn at it
+
+
+def _time(iso: str) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M")
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60] or "x"
@@ -39,8 +45,8 @@ def write_monitor_report(out_dir: str | Path, result: dict[str, Any]) -> Path:
         DataError: a file of the report cannot be written.
     """
     out = Path(out_dir)
-    sections = [f"<h1>tunelab monitor</h1><p>{escape(result['since'])} to "
-                f"{escape(result['until'])} (UTC), per {escape(result['bucket'])}; drift: PSI &gt; "
+    sections = [f"<h1>tunelab monitor</h1><p>{_time(result['since'])} to "
+                f"{_time(result['until'])} UTC, per {escape(result['bucket'])}; drift: PSI &gt; "
                 f"{result['psi_threshold']:g} and p &lt; {result['p_value']:g}</p>"]
     if result["alerts"]:
         sections.append("<h2>Alerts</h2><ul>" + "".join(
@@ -60,7 +66,7 @@ def _model(out: Path, m: dict[str, Any], i: int, threshold: float) -> list[str]:
     if t:
         parts.append(table(["start (UTC)", "requests", "errors", "p50 ms", "p99 ms", "feedback",
                             "up rate", "mean score"],
-                           [[b["start"], b["requests"], b["errors"], b["latency_p50_ms"],
+                           [[_time(b["start"]), b["requests"], b["errors"], b["latency_p50_ms"],
                              b["latency_p99_ms"], b["feedback"], b["up_rate"], b["mean_score"]]
                             for b in t]))
         parts.append(_traffic_plot(out, m, i))
@@ -103,10 +109,13 @@ def _psi_plot(out: Path, m: dict[str, Any], i: int, threshold: float) -> str:
     fig, ax = new_figure(0.5 + 0.35 * len(feats))
     names = [f["feature"] for f in feats]
     colors = [COLORS[5] if f["drifted"] else COLORS[0] for f in feats]
-    ax.barh(names, [f["psi"] for f in feats], color=colors)
+    # a log axis: a PSI of 0.01 and one of 5 both stay readable beside the threshold
+    ax.barh(names, [max(f["psi"], PSI_FLOOR) for f in feats], color=colors)
     ax.axvline(threshold, color=COLORS[2], linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_xscale("log")
+    ax.set_xlim(left=PSI_FLOOR)
     ax.invert_yaxis()
-    ax.set_xlabel("PSI")
+    ax.set_xlabel("PSI (log scale)")
     ax.legend(loc="lower right")
     src = f"plots/{i:02d}_{_slug(m['model'])}_psi.png"
     save_png(fig, out / src, error=DataError)

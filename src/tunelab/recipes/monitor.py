@@ -30,7 +30,7 @@ from tunelab.db.monitor_rows import (
 )
 from tunelab.errors import TunelabError, UsageError
 from tunelab.eval.drift import DriftReport
-from tunelab.eval.drift_reference import Embed, run_reference
+from tunelab.eval.drift_reference import Embed, RunReference, run_reference
 from tunelab.models.embedding import SEMANTIC_INSTALL, load_embedder, semantic_available
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import find_run
@@ -133,9 +133,10 @@ def run_monitor(settings: ServeSettings, since: datetime, until: datetime,
                                settings.monitor.psi_threshold, settings.monitor.p_value)
         rows = traffic(db, since, until, bucket, model)
         embed = _embedder(reporter) if embeddings else None
+        references: dict[Path, RunReference | str] = {}  # one per run, however many names
         for name in names:
             m = ModelMonitor(name, None, [b for b in rows if b.model == name])
-            _judge(m, named.get(name, name), db, settings, since, embed, reporter)
+            _judge(m, named.get(name, name), db, settings, since, embed, references, reporter)
             result.models.append(m)
         return result
     finally:
@@ -150,7 +151,8 @@ def _embedder(reporter: Reporter) -> Embed | None:
 
 
 def _judge(m: ModelMonitor, ref: str, db: Any, settings: ServeSettings, since: datetime,
-           embed: Embed | None, reporter: Reporter) -> None:
+           embed: Embed | None, references: dict[Path, RunReference | str],
+           reporter: Reporter) -> None:
     """Fill ``m.drift`` (or ``m.note``) for one served name."""
     run_dir = find_run(ref, settings.runs_dir)
     if run_dir is None:
@@ -163,11 +165,15 @@ def _judge(m: ModelMonitor, ref: str, db: Any, settings: ServeSettings, since: d
         m.note = (f"{hidden:,} answered request(s) but no prompt text in the log (log_text: "
                   "false), so no drift check" if hidden else "no answered prompts to compare")
         return
-    try:
-        reference = run_reference(Path(run_dir), embed, reporter)
-    except TunelabError as e:
-        m.note = f"no drift check: the run's training data cannot be read ({e.message})"
-        reporter.warning(f"{m.name}: {m.note}")
+    if run_dir not in references:
+        try:
+            references[run_dir] = run_reference(run_dir, embed, reporter)
+        except TunelabError as e:
+            references[run_dir] = f"no drift check: the run's training data cannot be read ({e.message})"
+            reporter.warning(f"{m.name}: {references[run_dir]}")
+    reference = references[run_dir]
+    if isinstance(reference, str):
+        m.note = reference
         return
     m.drift = reference.judge([p for p, _ in logged], [a for _, a in logged], settings.monitor,
                               embed)

@@ -1,4 +1,5 @@
-"""tunelab.db.monitor_rows: traffic per model and bucket, feedback joined per response, prompts."""
+"""tunelab.db.monitor_rows: traffic per model and bucket, feedback joined per response, prompts;
+the same numbers from SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from tunelab.db.tables import FeedbackRow
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def db(tmp_path):
-    db = open_database(f"sqlite:///{tmp_path / 'log.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}" if request.param == "sqlite" else \
+        request.getfixturevalue("fresh_postgres_url")
+    db = open_database(url)
     writer = RequestLogWriter(db)
     writer.start()
     # model a: 10 requests at 10:00-10:09 (two 429s), 5 at 11:30-11:34; model b: 3 at 10:05

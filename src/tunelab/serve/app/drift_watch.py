@@ -135,7 +135,9 @@ class DriftWatch:
         if reference is None:
             return
         logged = production_prompts(self.db, name, since, MAX_PROMPTS)
-        report = reference.judge([p for p, _ in logged], [a for _, a in logged], self.monitor)
+        report = reference.judge([p for p, _ in logged], [a for _, a in logged], self.monitor,
+                                 no_embeddings="the server runs no embedding model beside "
+                                               "the engine; `tunelab monitor` compares them")
         self.prompts.labels(model=name).set(report.production_prompts)
         self.alert.labels(model=name).set(1 if report.drifted else 0)
         features = {f.feature for f in report.features}
