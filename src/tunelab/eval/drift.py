@@ -9,8 +9,8 @@ texts, then per check for the production prompts):
   tokens plus one ``other`` bucket. Tokens, not word n-grams: they are what the model
   reads, they need no word splitter (Chinese, code) and the tokenizer is at hand. Tokens
   of one prompt are not independent draws, so the chi-square statistic is corrected for
-  prompts as clusters (Rao-Scott, second order); without it
-  two samples of one population "differ" at p < 0.01 about half the time.
+  prompts as clusters (Rao-Scott, second order); without it two samples of one population
+  "differ" at p < 0.01 a third to a half of the time (the unit test's simulation).
 * ``embedding pc1..pcN`` (only when embeddings are given, e.g. the ``semantic`` extra):
   projections on the reference's first principal components; PSI and KS per component,
   the p-value Bonferroni-corrected for the number of components.
