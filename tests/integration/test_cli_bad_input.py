@@ -124,7 +124,7 @@ def test_bad_input_gets_a_message_and_a_documented_code(path, argv, kind, target
         return  # only run and evaluation configs have a schema to misspell
     if kind == "misspelt" and "eval" in argv:
         (workdir / "misspelt.yaml").write_text(MISSPELT_EVAL_YAML)
-    if kind == "misspelt" and ("serve" in argv or "experiment" in argv):  # a serve config
+    if kind == "misspelt" and ("serve" in argv or "experiment" in argv or "monitor" in argv):  # serve.yaml
         (workdir / "misspelt.yaml").write_text(MISSPELT_SERVE_YAML)
     argv = [x.replace(TMP, str(workdir)) for x in argv]
     code = main(argv)

@@ -32,6 +32,7 @@ def run_without(script: str, module: str, *args: str) -> subprocess.CompletedPro
     ("train_speed.py", "tunelab", CORE),
     ("data_gate.py", "tunelab", CORE),
     ("eval_speed.py", "tunelab", CORE),
+    ("drift_alarms.py", "tunelab", CORE),
 ])
 def test_a_missing_package_is_one_line_naming_the_install(script, module, install):
     proc = run_without(script, module, *(["--rows", "256"] if script == "train_speed.py" else []))

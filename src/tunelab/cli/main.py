@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.register(sub)
     retrain.register(sub)
 
+    from tunelab.cli import monitor
+
+    monitor.register(sub)
+
     from tunelab.cli import curve, data_check, data_ops
 
     d = sub.add_parser("data", help="the data gate: check, profile, dedup, split, clean, "

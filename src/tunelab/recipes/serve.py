@@ -91,6 +91,7 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
 
     from tunelab.db import RequestLogWriter, open_database
     from tunelab.serve.app.api import create_app
+    from tunelab.serve.app.drift_watch import watch_drift
     from tunelab.serve.app.server import DrainingServer, bind_socket
     from tunelab.serve.registry import load_registry
 
@@ -111,6 +112,8 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         app = create_app(registry, settings, writer, api_keys, db, admin_key)
         state = app.state.serve
         router = app.state.experiments
+        # drift and feedback gauges (tunelab.serve.app.drift_watch): a thread of their own
+        stack.enter_context(watch_drift(state.metrics.registry, registry, db, settings))
 
         async def drain(timeout: float) -> bool:
             state.start_draining()
