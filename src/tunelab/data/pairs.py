@@ -345,9 +345,9 @@ def pair_length_policy(pairs: list[TokenizedPair], max_length: int,
                 rep.dropped += 1
                 rep.dropped_lines.append(where)
                 continue
-            p = TokenizedPair(*(TokenizedExample(s.input_ids[:max_length], s.labels[:max_length],
-                                                 s.source, s.line) for s in (p.chosen, p.rejected)),
-                              p.source, p.line)
+            chosen, rejected = (TokenizedExample(s.input_ids[:max_length], s.labels[:max_length],
+                                                 s.source, s.line) for s in (p.chosen, p.rejected))
+            p = TokenizedPair(chosen, rejected, p.source, p.line)
             rep.truncated += 1
         if p.chosen.num_loss_tokens == 0 or p.rejected.num_loss_tokens == 0:
             rep.no_loss_tokens += 1
