@@ -18,9 +18,10 @@ EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
 
 def test_real_model_dpo_raises_the_held_out_margin(tmp_path, default_model):
     src = shared_file("hh_rlhf_harmless_base/test.jsonl")  # read in place, never copied
-    cfg = load_config(EXAMPLE, [f"data.train={src}", "data.train_rows=160", "data.validation_split=0.03",
-                                "data.max_length=192", "train.max_steps=20", "train.eval_every=0",
-                                "train.warmup_steps=2", f"output.dir={tmp_path / 'runs'}",
+    cfg = load_config(EXAMPLE, [f"data.train={src}", "data.train_rows=240", "data.validation_split=0.02",
+                                "data.max_length=128", "train.max_steps=10", "train.eval_every=0",
+                                "train.warmup_steps=1", "train.batch_size=4", "train.learning_rate=1e-3",
+                                f"output.dir={tmp_path / 'runs'}",
                                 "output.name=dpo"])
     path = tmp_path / "run.yaml"
     path.write_text(dump_config(cfg))
@@ -41,6 +42,6 @@ def test_real_model_dpo_raises_the_held_out_margin(tmp_path, default_model):
     loaded = load_for_inference(str(run))
     held = [e for e in load_pairs(src) if e.line > 2250][:16]
     margin = preference_margin(loaded.model, loaded.tokenizer, held, batch_size=8,
-                               chat_template=loaded.chat_template, max_length=192)
+                               chat_template=loaded.chat_template, max_length=128)
     print(f"preference_margin on {margin.pairs} pairs: {margin.margin:.3f} nats")
     assert margin.pairs > 0
