@@ -110,12 +110,24 @@ class FreezeSettings(_Section):
         return self
 
 
+class DpoSettings(_Section):
+    """Preference tuning (``train.method: dpo``): the DPO loss on preference pairs."""
+
+    beta: float = Field(0.1, gt=0)  # strength of the pull toward the reference model
+    loss: Literal["sigmoid"] = "sigmoid"  # -log sigmoid(beta * margin), as in the DPO paper
+
+
+# Methods that train a LoRA adapter over frozen weights (dpo trains one on preference pairs).
+ADAPTER_METHODS = ("lora", "dpo")
+
+
 class TrainSettings(_Section):
     """The optimization: rates, batches, schedule, validation and stopping."""
 
-    method: Literal["lora", "full", "freeze"] = "lora"
+    # dpo: a LoRA adapter (the lora section) trained on preference pairs with train.dpo
+    method: Literal["lora", "full", "freeze", "dpo"] = "lora"
     learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, gt=0)  # rows per micro-batch
+    batch_size: int = Field(8, gt=0)  # rows per micro-batch (dpo: pairs, two sequences each)
     gradient_accumulation_steps: int = Field(1, gt=0)  # micro-batches per optimizer step
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0)  # optimizer steps; overrides epochs when set
@@ -138,6 +150,7 @@ class TrainSettings(_Section):
     packing: bool = True  # padding-free packed micro-batches where the model supports them
     fused_lora: bool = True  # one fused kernel sequence per LoRA linear (exact; see train/fastpath.py)
     num_threads: int | None = Field(None, gt=0)  # torch threads; None = all cores
+    dpo: DpoSettings = Field(default_factory=DpoSettings)  # used when method is dpo
 
     @model_validator(mode="after")
     def _patience_needs_validation(self) -> TrainSettings:
@@ -288,4 +301,21 @@ class RunConfig(_Section):
         elif any(s.text_field for s in [*self.data.train, *self.data.validation]):
             raise ValueError("a data source's text_field is the task's text column in that file; "
                              "add a task section, or remove text_field")
+        return self
+
+    @model_validator(mode="after")
+    def _dpo_reads_pairs(self) -> RunConfig:
+        # DPO compares two answers to one prompt; a task renders one answer per row.
+        if self.train.method == "dpo" and self.task is not None:
+            raise ValueError("train.method dpo trains on preference pairs (prompt, chosen, "
+                             "rejected), and a task section reads one answer per row; remove "
+                             "the task section, or use train.method: lora")
+        named = [f"{key}[{i}] ({s.path}): format {s.format!r}"
+                 for key in ("train", "validation")
+                 for i, s in enumerate(getattr(self.data, key))
+                 if s.format not in ("auto", "preference")]
+        if self.train.method == "dpo" and named:
+            raise ValueError("train.method dpo needs preference pairs, and these sources are "
+                             f"read as another format: {'; '.join(named)}; set format: "
+                             "preference or auto")
         return self

@@ -13,6 +13,14 @@ from dataclasses import dataclass, field
 # The roles a message may have. Tool roles may be added later; keep this the one list.
 ROLES = ("system", "user", "assistant")
 
+# ShareGPT speaker names seen in the wild, mapped to our roles.
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+    "bing": "assistant", "bard": "assistant",
+    "system": "system",
+}
+
 
 @dataclass(frozen=True)
 class Message:
@@ -40,6 +48,8 @@ class Example:
         source: the file path as the user gave it.
         line: 1-based physical line (JSONL, JSON, CSV, TSV) or 1-based row (Parquet).
         meta: top-level fields the format does not use (e.g. ``label``, ``id``), kept as is.
+        rejected: preference pairs only (``tunelab.data.pairs``): the answer to avoid after
+            the same prompt; ``messages`` then end with the preferred answer.
     """
 
     messages: list[Message]
@@ -47,3 +57,4 @@ class Example:
     source: str = ""
     line: int = 0
     meta: dict = field(default_factory=dict)
+    rejected: str | None = None

@@ -1,4 +1,4 @@
-"""Three more row shapes: classification tables, preference pairs, self-instruct tasks.
+"""Two more row shapes, classification tables and self-instruct tasks, and HH transcripts.
 
 ===============  ==========================================================================
 format           row shape
@@ -6,12 +6,13 @@ format           row shape
 classification   ``{"label", <text>, ...}``: a ``label`` and a text column (``text``,
                  ``sentence``, ``content``, ...); the text is the user turn, the label the
                  answer; other columns are kept, not read
-preference       ``{"chosen", "rejected", "prompt"?}``: two transcripts with turns marked
-                 ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` that differ in the last answer
-                 (Anthropic HH-RLHF); or, with ``prompt``, the two answers alone
 self_instruct    ``{"instruction", "instances": [{"input", "output"}, ...]}``: the first
                  instance becomes the example; more instances are reported, not read
 ===============  ==========================================================================
+
+Preference pairs are read by ``tunelab.data.pairs``; the HH-RLHF transcripts it reads
+(turns marked ``\\n\\nHuman:`` / ``\\n\\nAssistant:``) are split here (``split_pair``,
+``hh_turns``).
 
 Choices worth knowing:
 
@@ -19,13 +20,9 @@ Choices worth knowing:
   task does), so profiles and evaluators find it without parsing the answer. A row with
   several text columns reads the first of ``TEXT_KEYS`` (``text_key``); the others stay in
   ``meta``, unread (``load`` reports them as unused columns).
-* preference rows become the prompt plus the chosen answer (earlier assistant turns get
-  weight 0, so supervised training learns only the chosen answer); the rejected
-  transcript is kept as given in ``meta["rejected"]`` (``split_pair`` finds where its
-  answer starts). The prompt is cut at the last ``Assistant:`` marker
-  that both transcripts share, not at the last marker of each: an answer can itself hold
-  a marker, and a naive split then gives two different prompts (reported as
-  ``prompt_mismatch``).
+* An HH pair's prompt is cut at the last ``Assistant:`` marker that both transcripts
+  share, not at the last marker of each: an answer can itself hold a marker, and a naive
+  split then gives two different prompts (reported as ``prompt_mismatch``).
 * self_instruct yields one example per row, from the first instance, because every
   other format maps one row to one example and findings point at one line; a row with
   more instances gets an ``extra_instances`` warning. The shared sets (Alpaca seed
@@ -56,15 +53,12 @@ _MARKER = re.compile(r"\n\n(Human|Assistant):")
 
 SHAPES = {
     "classification": '{"text": "...", "label": "..."}',
-    "preference": '{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", '
-                  '"rejected": "\\n\\nHuman: ...\\n\\nAssistant: ..."}',
     "self_instruct": '{"instruction": "...", "instances": [{"input": "", "output": "..."}]}',
 }
 
 # The keys each format needs, one tuple of accepted names per key (see ``formats.NEEDED``).
 NEEDED = {
     "classification": ((LABEL_KEY,), TEXT_KEYS),
-    "preference": (("chosen",), ("rejected",)),
     "self_instruct": (("instruction",), ("instances",)),
 }
 
@@ -72,7 +66,6 @@ NEEDED = {
 # row reads the label and one text column, the one ``text_key`` picks.
 READS = {
     "classification": (LABEL_KEY, *TEXT_KEYS),
-    "preference": ("chosen", "rejected", "prompt"),
     "self_instruct": ("instruction", "instances"),
 }
 
@@ -80,16 +73,13 @@ Built = tuple[set, list[Message], "str | None"]
 
 
 def detect_extra(obj: dict) -> str | None:
-    """The format of a row among the three here, judged by its keys (``None`` if none fits).
+    """The format of a row among the two here, judged by its keys (``None`` if none fits).
 
-    ``preference`` needs ``chosen`` and ``rejected``; ``self_instruct`` needs
-    ``instruction`` and ``instances``; ``classification`` here needs exactly two columns,
+    ``self_instruct`` needs ``instruction`` and ``instances``; ``classification`` here needs exactly two columns,
     one of them ``label`` and the other holding a string (a label + text table whose text
     column has a name not in ``TEXT_KEYS``). A ``label`` with a column of ``TEXT_KEYS`` is
     recognised earlier, by ``formats.detect_format``, whatever other columns the row has.
     """
-    if "chosen" in obj and "rejected" in obj:
-        return "preference"
     if "instruction" in obj and "instances" in obj:
         return "self_instruct"
     if len(obj) == 2 and LABEL_KEY in obj:
@@ -186,8 +176,11 @@ def split_pair(chosen: str, rejected: str) -> tuple[int, bool]:
     return cut, naive
 
 
-def _transcript(text: str, field: str, row: Any) -> list[Message] | None:
-    """The turns of an HH prompt; earlier assistant turns get weight 0 (not trained)."""
+def hh_turns(text: str, field: str, row: Any) -> list[Message] | None:
+    """The turns of an HH prompt; earlier assistant turns get weight 0 (not trained).
+
+    ``None`` (with an error on ``field``) when the text does not start with a marker.
+    """
     if not text.strip():
         return []
     if text.startswith(HUMAN[2:]):  # "Human: ..." without the leading blank line
@@ -208,54 +201,6 @@ def _transcript(text: str, field: str, row: Any) -> list[Message] | None:
                         "text or remove the turn")
         messages.append(Message(role, content, 0.0 if role == "assistant" else None))
     return messages
-
-
-def preference(obj: dict, row: Any) -> Built:
-    """A preference pair: the prompt and chosen answer as a chat, the rejected answer in meta."""
-    used = {"chosen", "prompt"}  # the rejected transcript stays in meta as given
-    for key, what in (("chosen", "the preferred transcript"),
-                      ("rejected", "the transcript to avoid")):
-        if key not in obj:
-            row.missing(obj, key, "preference", what)
-    if "chosen" not in obj or "rejected" not in obj:
-        return used, [], None
-    chosen, rejected = _string(obj, "chosen", row), _string(obj, "rejected", row)
-    prompt = _string(obj, "prompt", row) if "prompt" in obj else None
-    if chosen is None or rejected is None or ("prompt" in obj and prompt is None):
-        return used, [], None
-    if prompt is not None:
-        turns = (_transcript(prompt, "prompt", row) if prompt.startswith(HUMAN)
-                 else [Message("user", prompt)])
-        answers = chosen.strip(), rejected.strip()
-    else:
-        cut, naive = split_pair(chosen, rejected)
-        if cut < 0:
-            row.error("chosen", "no_shared_prompt",
-                      "chosen and rejected share no prompt ending in '\\n\\nAssistant:'; "
-                      "write both as the same conversation followed by different answers")
-            return used, [], None
-        if naive:
-            row.warning("chosen", "prompt_mismatch",
-                        f"cut at each transcript's last 'Assistant:' the prompts differ (chosen "
-                        f"has {chosen.count(ASSISTANT)} 'Assistant:' markers, rejected "
-                        f"{rejected.count(ASSISTANT)}): an answer holds a turn marker; the pair "
-                        f"is cut where they diverge, after turn {chosen.count(HUMAN, 0, cut) * 2 - 1}"
-                        "; check that both answers are what you meant")
-        turns = _transcript(chosen[:cut], "chosen", row)
-        start = cut + len(ASSISTANT)
-        answers = chosen[start:].strip(), rejected[start:].strip()
-    if chosen == rejected:
-        row.warning("rejected", "identical_pair",
-                    "chosen and rejected are the same, so the pair shows no preference; "
-                    "remove the row or fix one answer")
-    for key, answer in zip(("chosen", "rejected"), answers, strict=True):
-        if not answer:
-            row.error(key, "empty_content",
-                      f"the final assistant turn of {key} is empty, so the pair compares "
-                      "against nothing; write the answer or remove the row")
-    if turns is None or not all(answers):
-        return used, [], None
-    return used, [*turns, Message("assistant", answers[0])], None
 
 
 def self_instruct(obj: dict, row: Any) -> Built:
@@ -309,5 +254,4 @@ def self_instruct(obj: dict, row: Any) -> Built:
     return used, [Message("user", prompt), Message("assistant", output)], None
 
 
-BUILDERS = {"classification": classification, "preference": preference,
-            "self_instruct": self_instruct}
+BUILDERS = {"classification": classification, "self_instruct": self_instruct}

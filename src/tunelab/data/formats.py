@@ -10,13 +10,16 @@ sharegpt           ``{"conversations": [{"from", "value", "weight"?}, ...], "sys
 classification     ``{"label", "text" | "sentence" | ...}`` (a label + text table, other
                    columns allowed); see ``extra_formats``
 text               ``{"text"}`` without a ``label``: every token is trained
-preference         ``{"chosen", "rejected"}`` (HH-RLHF pairs); see ``extra_formats``
+preference         ``{"chosen", "rejected", ...}`` or ``{"input", "preferred_output",
+                   "non_preferred_output"}``: preference pairs in five shapes (HH-RLHF,
+                   TRL, OpenAI DPO, LLaMA-Factory); see ``pairs``
 self_instruct      ``{"instruction", "instances": [...]}``; see ``extra_formats``
 =================  ==========================================================================
 
-Detection goes down this table and takes the first format whose keys a row has, so a
-``text`` column beside a ``label`` makes a classification table, the most common shape
-of one, unless the format is given (``format: text``). A row with a key of another
+Detection goes down this table and takes the first format whose keys a row has (a
+``conversations`` row with ``chosen`` and ``rejected`` is a LLaMA-Factory pair, not
+sharegpt), so a ``text`` column beside a ``label`` makes a classification table, the
+most common shape of one, unless the format is given (``format: text``). A row with a key of another
 format (``instruction``, ``prompt``, ``chosen``, ...) is never taken for classification.
 
 Fields a format does not read are kept in ``Example.meta``; ``READS`` lists the keys each
@@ -36,20 +39,12 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from tunelab.data import extra_formats
-from tunelab.data.example import ROLES, Example, Message
+from tunelab.data import extra_formats, pairs
+from tunelab.data.example import ROLES, SHAREGPT_ROLES, Example, Message
 from tunelab.data.findings import ERROR, WARNING, Finding, show_value, type_name
 
 FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text",
            "classification", "preference", "self_instruct")
-
-# ShareGPT speaker names seen in the wild, mapped to our roles.
-SHAREGPT_ROLES = {
-    "human": "user", "user": "user",
-    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-    "bing": "assistant", "bard": "assistant",
-    "system": "system",
-}
 
 # What a row of each format looks like, quoted in messages about rows of the wrong shape.
 SHAPES = {
@@ -61,6 +56,7 @@ SHAPES = {
                 '{"from": "gpt", "value": "..."}]}',
     "text": '{"text": "..."}',
     **extra_formats.SHAPES,
+    **pairs.SHAPES,
 }
 
 # The keys each format needs, one tuple of accepted names per key (alpaca takes 'output'
@@ -72,6 +68,7 @@ NEEDED: dict[str, tuple[tuple[str, ...], ...]] = {
     "sharegpt": (("conversations",),),
     "text": (("text",),),
     **extra_formats.NEEDED,
+    **pairs.NEEDED,
 }
 
 # Every key each format reads, needed or optional: a key outside it is kept in meta,
@@ -83,6 +80,7 @@ READS: dict[str, tuple[str, ...]] = {
     "sharegpt": ("conversations", "system"),
     "text": ("text",),
     **extra_formats.READS,
+    **pairs.READS,
 }
 
 # Keys that mark a row as another format: a label + text row holding one of them is not
@@ -96,7 +94,7 @@ DETECTED_BY = ("chat (messages), alpaca (instruction, output), prompt_completion
                "completion), sharegpt (conversations), classification (label and one of "
                f"{', '.join(extra_formats.TEXT_KEYS)}, other columns allowed; or "
                "label and one other column holding text), text (text), preference (chosen, "
-               "rejected), self_instruct (instruction, instances)")
+               "rejected; or preferred_output, non_preferred_output), self_instruct (instruction, instances)")
 
 # Key names listed in a message before "and N more": tables can have hundreds of columns.
 _NAMES_SHOWN = 12
@@ -116,8 +114,9 @@ def detect_format(obj: dict) -> str | None:
         ``response``), ``prompt_completion`` (``prompt`` and ``completion``), ``sharegpt``
         (``conversations``), ``classification`` (``label`` and a column of
         ``extra_formats.TEXT_KEYS``, whatever else the row holds, unless a key of another
-        format is there), ``text`` (``text``), checked in that order, then
-        ``preference``, ``self_instruct`` and ``classification`` of a two-column table
+        format is there), ``text`` (``text``), checked in that order (a ``sharegpt``
+        row with ``chosen`` and ``rejected`` is ``preference``), then ``preference``
+        (``pairs.is_pair``), ``self_instruct`` and ``classification`` of a two-column table
         (``extra_formats.detect_extra``); ``None`` when no format fits or ``obj`` is not
         a dict.
     """
@@ -125,6 +124,8 @@ def detect_format(obj: dict) -> str | None:
         return None
     if "messages" in obj:
         return "chat"
+    if "conversations" in obj and pairs.is_pair(obj):
+        return "preference"  # LLaMA-Factory's pairs, before sharegpt
     if "instruction" in obj and ("output" in obj or "response" in obj):
         return "alpaca"
     if "prompt" in obj and "completion" in obj:
@@ -136,6 +137,8 @@ def detect_format(obj: dict) -> str | None:
         return "classification"  # before text: `text` + `label` is the common table
     if "text" in obj:
         return "text"
+    if pairs.is_pair(obj):
+        return "preference"
     return extra_formats.detect_extra(obj)
 
 
@@ -367,7 +370,7 @@ def to_example(obj: object, fmt: str, source: str,
         warnings come with a built example.
     """
     row = _Row(source, line)
-    if fmt not in _BUILDERS:
+    if fmt not in FORMATS:
         row.error(None, "unknown_format",
                   f"format {fmt!r} is not one of {', '.join(FORMATS)}; pick one of them or 'auto'")
         return None, row.findings
@@ -375,11 +378,16 @@ def to_example(obj: object, fmt: str, source: str,
         row.error(None, "row_not_object",
                   f"the row is {type_name(obj)}, not an object; write it as {SHAPES[fmt]}")
         return None, row.findings
-    used, messages, text = _BUILDERS[fmt](obj, row)
+    text = rejected = None
+    if fmt == "preference":  # the third part is the rejected answer, not a text
+        used, messages, rejected = pairs.preference(obj, row)
+    else:
+        used, messages, text = _BUILDERS[fmt](obj, row)
     if any(f.severity == ERROR for f in row.findings):
         return None, row.findings
     meta = {k: v for k, v in obj.items() if k not in used}
-    example = Example(messages=messages, text=text, source=source, line=line, meta=meta)
+    example = Example(messages=messages, text=text, source=source, line=line, meta=meta,
+                      rejected=rejected)
     return example, row.findings
 
 

@@ -33,6 +33,7 @@ from tunelab.data.formats import (
     to_example,
     unused_message,
 )
+from tunelab.data.pairs import not_pairs
 from tunelab.data.readers import read_located
 from tunelab.errors import DataError
 from tunelab.tracking.reporter import SILENT, Reporter
@@ -197,6 +198,43 @@ def load_examples(path: str | Path, format: str = "auto",
             findings=capped_lines(errors),
             hint=f"fix the rows above, or run `tunelab data check {path}` for a full report")
     _report_warnings(path, [f for f in findings if not f.is_error], reporter)
+    return examples
+
+
+def require_pairs(examples: list[Example], what: str) -> None:
+    """Refuse examples that are not preference pairs, naming their files and lines.
+
+    Args:
+        examples: loaded examples.
+        what: who needs pairs, for the message (``"train.method dpo"``).
+
+    Raises:
+        DataError: an example has no rejected answer (its file is in another format).
+    """
+    missing = not_pairs(examples)
+    if not missing:
+        return
+    shown = 5  # lines named per file; the count says how many more
+    lines = [f"{source}: {len(at):,} row(s) are not pairs (no rejected answer), at line(s) "
+             f"{', '.join(map(str, at[:shown]))}{' ...' if len(at) > shown else ''}"
+             for source, at in missing.items()]
+    raise DataError(
+        f"{what} trains on preference pairs, and {len(missing)} file(s) hold other rows",
+        findings=lines,
+        hint="give rows with a prompt, a chosen and a rejected answer (HH-RLHF chosen/rejected "
+             "transcripts, TRL prompt/chosen/rejected, OpenAI input/preferred_output/"
+             "non_preferred_output, LLaMA-Factory conversations/chosen/rejected)")
+
+
+def load_pairs(path: str | Path, format: str = "auto",
+               reporter: Reporter = SILENT) -> list[Example]:
+    """Load a file of preference pairs (``Example.rejected`` set on each), or fail.
+
+    Raises:
+        DataError: as ``load_examples``, or the rows are not pairs.
+    """
+    examples = load_examples(path, format, reporter)
+    require_pairs(examples, f"{path}: reading preference pairs")
     return examples
 
 

@@ -13,8 +13,9 @@ sequence instead (see ``pack`` and ``tunelab.train.fastpath``); grouping is then
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -113,16 +114,20 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_rows, generator=g).tolist()
 
 
-def iter_steps(rows: Sequence[TokenizedExample], batch_size: int, accumulation: int, seed: int,
+def iter_steps(rows: Sequence[Any], batch_size: int, accumulation: int, seed: int,
                epoch: int, pad_id: int, group_by_length: bool,
                start_step: int = 0, rank: int = 0, world_size: int = 1,
-               packed: bool = False) -> Iterator[list[MicroBatch]]:
+               packed: bool = False,
+               make_batch: Callable[..., Any] | None = None) -> Iterator[list[Any]]:
     """Yield the micro-batches of each optimizer step of one epoch, from ``start_step``.
 
     The last step of an epoch may be smaller; its loss is still the mean over its own
     answer tokens. With ``world_size`` > 1 this process gets the rows
     ``step_rows[rank::world_size]`` of each step (possibly none of a short last step).
+    ``make_batch`` ``(rows, row_ids, pad_id, packed)`` builds a micro-batch (default
+    ``batch``; preference pairs bring their own); rows only need a length.
     """
+    make = make_batch or batch
     order = epoch_order(len(rows), seed, epoch)
     per_step = batch_size * accumulation
     for s in range(start_step, steps_per_epoch(len(rows), batch_size, accumulation)):
@@ -130,5 +135,5 @@ def iter_steps(rows: Sequence[TokenizedExample], batch_size: int, accumulation: 
         if group_by_length:
             idx = sorted(idx, key=lambda i: len(rows[i]))
         idx = idx[rank::world_size]  # after sorting: ranks get rows of similar lengths
-        yield [batch([rows[i] for i in idx[k:k + batch_size]], idx[k:k + batch_size], pad_id, packed)
+        yield [make([rows[i] for i in idx[k:k + batch_size]], idx[k:k + batch_size], pad_id, packed)
                for k in range(0, len(idx), batch_size)]

@@ -2,7 +2,10 @@
 
 The loop receives a prepared model, its optimizer and schedule, the tokenized rows and
 the training settings; it knows nothing of files, configs or the CLI. What it observes
-goes to a ``MetricSink`` (the run folder's loggers, a progress bar).
+goes to a ``MetricSink`` (the run folder's loggers, a progress bar). What a step
+minimizes is an ``Objective``: the answer-token cross-entropy (``TOKEN_LOSS``) unless
+the caller passes another (``tunelab.train.preference.DpoObjective``); the steps,
+accumulation, checkpoints, resume, stop signals and early stopping are the same for all.
 """
 
 from __future__ import annotations
@@ -36,6 +39,60 @@ from tunelab.train.loss import batch_loss_sum
 
 class MetricSink(Protocol):
     def log(self, split: str, step: int, metrics: dict[str, float]) -> None: ...
+
+
+class Objective(Protocol):
+    """What a training step minimizes, over rows of one kind.
+
+    A step's loss is the sum of ``loss_sum`` over its micro-batches divided by the sum of
+    ``count`` (answer tokens, or pairs), so it does not depend on how a step is split.
+    """
+
+    count_name: str  # what ``count`` counts, as the train metric's name ("loss_tokens")
+    sums: tuple[str, ...]  # the extra metrics ``loss_sum`` returns as sums, in this order
+
+    def batch(self, rows: Sequence[Any], row_ids: list[int], pad_id: int, packed: bool) -> Any:
+        """One micro-batch of ``rows`` (with ``row_ids``, ``num_tokens``)."""
+        ...
+
+    def count(self, mb: Any) -> int:
+        """What the step mean divides by, for this micro-batch (known before the forward)."""
+        ...
+
+    def loss_sum(self, model: Any, mb: Any, device: Any) -> tuple[torch.Tensor, int, dict[str, float]]:
+        """(summed loss with grad, ``count``, the sums named in ``sums``)."""
+        ...
+
+    def evaluate(self, model: Any, rows: Sequence[Any], batch_size: int, pad_id: int,
+                 device: torch.device, world: World = SINGLE, progress: Callable | None = None,
+                 desc: str = "validate") -> dict[str, float]:
+        """Validation metrics of ``rows``, ``loss`` among them (early stopping reads it)."""
+        ...
+
+
+class TokenLoss:
+    """Supervised fine-tuning: cross-entropy over answer tokens (``tunelab.train.loss``)."""
+
+    count_name = "loss_tokens"
+    sums: tuple[str, ...] = ("token_accuracy",)  # correct next-token predictions; / count = the accuracy
+
+    def batch(self, rows: Sequence[Any], row_ids: list[int], pad_id: int, packed: bool) -> Any:
+        return batch(rows, row_ids, pad_id, packed)
+
+    def count(self, mb: Any) -> int:
+        return mb.num_loss_tokens
+
+    def loss_sum(self, model: Any, mb: Any, device: Any) -> tuple[torch.Tensor, int, dict[str, float]]:
+        s, n, c = batch_loss_sum(model, mb, device)
+        return s, n, {"token_accuracy": float(c)}
+
+    def evaluate(self, model: Any, rows: Sequence[Any], batch_size: int, pad_id: int,
+                 device: torch.device, world: World = SINGLE, progress: Callable | None = None,
+                 desc: str = "validate") -> dict[str, float]:
+        return evaluate_loss(model, rows, batch_size, pad_id, device, world, progress, desc)
+
+
+TOKEN_LOSS = TokenLoss()
 
 
 @dataclass
@@ -127,16 +184,17 @@ class TrainLoop:
         world: this process's rank among data-parallel processes (see
             ``tunelab.train.distributed``); the sink, checkpoints and ``on_best`` of
             ranks other than 0 should write nothing.
+        objective: what a step minimizes over the rows (``TOKEN_LOSS``: supervised).
     """
 
     def __init__(self, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
-                 train_rows: Sequence[TokenizedExample], val_rows: Sequence[TokenizedExample],
+                 train_rows: Sequence[Any], val_rows: Sequence[Any],
                  settings: TrainSettings, pad_id: int, sink: MetricSink,
                  on_best: Callable[[int], None] | None = None, progress: Callable | None = None,
                  on_checkpoint: Callable[[int, dict], None] | None = None, save_every: int = 0,
                  should_stop: Callable[[], bool] | None = None,
                  on_validation: Callable[[int, dict[str, float]], bool] | None = None,
-                 world: World = SINGLE) -> None:
+                 world: World = SINGLE, objective: Objective = TOKEN_LOSS) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -153,28 +211,34 @@ class TrainLoop:
         self.should_stop = should_stop
         self.on_validation = on_validation
         self.world = world
+        self.objective = objective
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.fast_path: FastPath | None = None  # set by run()
 
     def _optimizer_step(self, micro_batches: list, step: int) -> dict[str, float]:
         """Forward/backward every micro-batch of a step, then one optimizer update."""
         dev = self.accelerator.device
-        step_tokens = sum(mb.num_loss_tokens for mb in micro_batches)
+        obj = self.objective
+        step_tokens = sum(obj.count(mb) for mb in micro_batches)
         if self.world.distributed:  # the global count: each rank's share of the step mean
             step_tokens = int(all_reduce_sum([step_tokens], self.world)[0])
-        loss_total, correct = 0.0, 0.0  # float: all_reduce_sum gives float64 sums
+        loss_total = 0.0  # float: all_reduce_sum gives float64 sums
+        sums = dict.fromkeys(obj.sums, 0.0)
         for mb in micro_batches:
-            s, n, c = batch_loss_sum(self.model, mb, dev)
+            s, n, extra = obj.loss_sum(self.model, mb, dev)
             if n == 0:
                 continue
             part = s / step_tokens  # each micro-batch adds its share of the step mean
             self.accelerator.backward(part)
             loss_total += float(part.detach())
-            correct += c
+            for key in obj.sums:
+                sums[key] += extra[key]
         tokens: float = sum(mb.num_tokens for mb in micro_batches)
         rows = [i for mb in micro_batches for i in mb.row_ids]
         if self.world.distributed:
-            loss_total, correct, tokens = all_reduce_sum([loss_total, correct, tokens], self.world)
+            loss_total, tokens, *summed = all_reduce_sum([loss_total, tokens, *sums.values()],
+                                                         self.world)
+            sums = dict(zip(obj.sums, summed, strict=True))
             all_reduce_grads(self.params, self.world)
             rows = interleave(gather_objects(rows, self.world))
         if step_tokens and not math.isfinite(loss_total):
@@ -188,10 +252,10 @@ class TrainLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss_total, "loss_tokens": float(step_tokens), "grad_norm": grad_norm,
+        return {"loss": loss_total, obj.count_name: float(step_tokens), "grad_norm": grad_norm,
                 "rows_crc32": zlib.crc32(",".join(map(str, rows)).encode()),  # which rows, in order
                 "tokens": float(tokens),
-                "token_accuracy": correct / max(step_tokens, 1)}
+                **{key: value / max(step_tokens, 1) for key, value in sums.items()}}
 
     def _hook_stops(self, step: int, metrics: dict[str, float], final: bool) -> bool:
         """Tell ``on_validation``; True when it asks to stop (rank 0 decides for all)."""
@@ -214,8 +278,9 @@ class TrainLoop:
     def _validate_unpatched(self, step: int, result: TrainResult, final: bool) -> bool:
         if not self.val_rows:
             return False
-        metrics = evaluate_loss(self.model, self.val_rows, self.settings.batch_size, self.pad_id,
-                                self.accelerator.device, self.world, self.progress)
+        metrics = self.objective.evaluate(self.model, self.val_rows, self.settings.batch_size,
+                                          self.pad_id, self.accelerator.device, self.world,
+                                          self.progress)
         metrics["step"] = step
         result.validations.append(metrics)
         self.sink.log("validation", step, metrics)
@@ -265,9 +330,9 @@ class TrainLoop:
             # The baseline: logged, but not a candidate for keep-best or patience.
             assert self.fast_path is not None  # run() sets it before calling _run
             with self.fast_path.suspended():
-                start = evaluate_loss(self.model, self.val_rows, s.batch_size, self.pad_id,
-                                      self.accelerator.device, self.world, self.progress,
-                                      desc="validate (start)")
+                start = self.objective.evaluate(self.model, self.val_rows, s.batch_size,
+                                                self.pad_id, self.accelerator.device, self.world,
+                                                self.progress, desc="validate (start)")
                 result.initial_val_loss = start["loss"]
                 self.sink.log("validation", 0, {**start, "step": 0})
         # Opened after the start validation, so its clock times training steps only.
@@ -283,7 +348,8 @@ class TrainLoop:
             for micro in iter_steps(self.train_rows, s.batch_size, s.gradient_accumulation_steps,
                                     s.seed, epoch, self.pad_id, s.group_by_length, start_step=in_epoch,
                                     rank=self.world.rank, world_size=self.world.size,
-                                    packed=self.fast_path.packing):
+                                    packed=self.fast_path.packing,
+                                    make_batch=self.objective.batch):
                 m = self._optimizer_step(micro, step + 1)
                 step += 1
                 result.steps = step

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tunelab.config.compose import phase_config
 from tunelab.config.loader import dump_config
-from tunelab.config.schema import RunConfig
+from tunelab.config.schema import ADAPTER_METHODS, RunConfig
 from tunelab.errors import TrainingError
 from tunelab.files import set_new_file_mode, write_json_atomic, write_text_atomic
 from tunelab.models.loading import load_causal_lm
@@ -150,7 +150,7 @@ def _next_model(current: StartingPoint | None, prev: RunConfig | None, cfg: RunC
 def _rebuild(current: StartingPoint | None, prev: RunConfig | None, cfg: RunConfig,
              folder: Path, reporter: Reporter = SILENT) -> StartingPoint:
     """The model a finished phase ended with, from the weights it saved."""
-    if cfg.train.method == "lora":
+    if cfg.train.method in ADAPTER_METHODS:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 

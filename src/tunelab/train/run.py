@@ -23,12 +23,12 @@ from typing import Any
 
 from tunelab.config.evaluation import with_task
 from tunelab.config.loader import dump_config
-from tunelab.config.schema import RunConfig
+from tunelab.config.schema import ADAPTER_METHODS, RunConfig
 from tunelab.data.length import LengthReport, apply_length_policy
-from tunelab.data.load import holdout_split, load_mixture
+from tunelab.data.load import holdout_split, load_mixture, require_pairs
+from tunelab.data.pairs import pair_length_policy, tokenize_pair
 from tunelab.data.task import resolve_task, task_loader
 from tunelab.data.template import (
-    TokenizedExample,
     resolve_chat_template,
     template_fingerprint,
     tokenize_example,
@@ -60,7 +60,8 @@ from tunelab.train.checkpoint import (
     trainable_state,
 )
 from tunelab.train.distributed import SINGLE, World, barrier, init_world
-from tunelab.train.loop import TrainLoop, TrainResult, total_steps
+from tunelab.train.loop import TOKEN_LOSS, Objective, TrainLoop, TrainResult, total_steps
+from tunelab.train.preference import DpoObjective, setup_reference
 from tunelab.train.ranks import NullSink, open_on_rank0, place_replicas, refuse_sharding
 from tunelab.train.resume import CHECKPOINTS, find_resume_point, identity_changes, run_identity
 from tunelab.train.schedule import build_scheduler, warmup_steps
@@ -81,8 +82,8 @@ class FinetuneRun:
     tokenizer: Any = None
     model: Any = None
     new_token_ids: list[int] = field(default_factory=list)
-    train_rows: list[TokenizedExample] = field(default_factory=list)
-    val_rows: list[TokenizedExample] = field(default_factory=list)
+    train_rows: list = field(default_factory=list)  # TokenizedExample; dpo: TokenizedPair, then ScoredPair
+    val_rows: list = field(default_factory=list)
     length_report: dict = field(default_factory=dict)
     result: TrainResult | None = None  # set once the loop has run
     world: World = SINGLE
@@ -124,9 +125,9 @@ def load_base(cfg: RunConfig, reporter: Reporter = SILENT) -> StartingPoint:
 def apply_method(model: Any, cfg: RunConfig, new_token_ids: list[int]) -> Any:
     """Attach a LoRA adapter, freeze blocks, or unfreeze all, per ``cfg.train.method``."""
     method = cfg.train.method
-    if method == "lora" and cfg.model.adapter is not None:  # continue a trained adapter
+    if method in ADAPTER_METHODS and cfg.model.adapter is not None:  # continue a trained adapter
         return adapters.load_lora(model, adapters.adapter_folder(cfg.model.adapter))
-    if method == "lora":
+    if method in ADAPTER_METHODS:  # dpo trains a LoRA adapter too
         return adapters.apply_lora(model, cfg.lora, new_token_ids)
     if method == "freeze":
         adapters.apply_freeze(model, cfg.freeze)
@@ -164,11 +165,16 @@ def _setup_model(run: FinetuneRun, start: StartingPoint | None = None) -> None:
             f"{n.trainable:,} of {n.total:,} parameters train ({n.percent:.2f}%)")
 
 
-def _tokenize(run: FinetuneRun, examples: list,
-              bar: Progress) -> tuple[list[TokenizedExample], LengthReport]:
+def _tokenize(run: FinetuneRun, examples: list, bar: Progress) -> tuple[list, LengthReport]:
     ds = run.cfg.data
     template = resolve_chat_template(run.tokenizer, ds.chat_template) if any(
         e.text is None for e in examples) else None
+    if run.cfg.train.method == "dpo":  # both answers rendered as training renders a chat
+        pairs = []
+        for e in examples:
+            pairs.append(tokenize_pair(run.tokenizer, e, template))
+            bar.update(1)
+        return pair_length_policy(pairs, ds.max_length, ds.overlength)
     rows = []
     for e in examples:
         rows.append(tokenize_example(run.tokenizer, e, template))
@@ -180,6 +186,8 @@ def _load_examples(run: FinetuneRun) -> tuple[list, list]:
     """Read and validate every input file first: bad rows stop the run before any cost."""
     reporter = run.reporter if run.world.is_main else SILENT
     run.cfg, train_ex, val_ex = load_run_examples(run.cfg, reporter)
+    if run.cfg.train.method == "dpo":
+        require_pairs([*train_ex, *val_ex], "train.method dpo")
     reporter.info(f"read {len(train_ex) + len(val_ex)} rows: {len(train_ex)} for training, "
                   f"{len(val_ex)} for validation")
     return train_ex, val_ex
@@ -306,7 +314,7 @@ def _setup_optimizer(run: FinetuneRun, steps: int) -> tuple[Any, Any]:
 def _save_result(run: FinetuneRun) -> str:
     """Save the adapter or the weights, and the tokenizer; returns the artifact kind."""
     out = run.run_dir
-    if run.cfg.train.method == "lora":
+    if run.cfg.train.method in ADAPTER_METHODS:
         run.model.save_pretrained(out / "adapter", safe_serialization=True)
         kind = "adapter"
     else:
@@ -442,6 +450,9 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
         place_replicas(run.model, accelerator.device, run.world, run.cfg.train, reporter)
     else:
         run.model, optimizer = accelerator.prepare(run.model, optimizer)
+    objective: Objective = TOKEN_LOSS
+    if cfg.train.method == "dpo":  # before a checkpoint loads: the reference is the start
+        objective = _setup_dpo(run, accelerator.device)
     state = read_checkpoint_state(ckpt) if ckpt is not None else None
     forced = _check_identity(state["identity"], identity, force_resume, reporter) if state else []
     if ckpt is not None:
@@ -488,7 +499,7 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
                          progress=reporter.bar if main else None,
                          on_checkpoint=on_checkpoint if main else None,
                          save_every=cfg.train.save_every, should_stop=stop_flag,
-                         on_validation=on_validation, world=run.world)
+                         on_validation=on_validation, world=run.world, objective=objective)
         try:
             result = run.result = loop.run(resume=state)
         finally:
@@ -513,6 +524,16 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
     write_json_atomic(run.run_dir / "summary.json", _summary(run, result, kind, used_best, started))
     run.reporter.info(f"done in {time.time() - started:.0f}s: {run.run_dir}")
     return run
+
+
+def _setup_dpo(run: FinetuneRun, device: Any) -> Objective:
+    """The DPO objective, with every pair's reference log-probs read back or computed once."""
+    scored = setup_reference(run.model, {"train": run.train_rows, "validation": run.val_rows},
+                             run.cfg.train.batch_size, run.tokenizer.pad_token_id, device,
+                             run.run_dir, run.world.is_main,
+                             run.reporter if run.world.is_main else SILENT)
+    run.train_rows, run.val_rows = scored["train"], scored["validation"]
+    return DpoObjective(run.cfg.train.dpo)
 
 
 def _has_cuda() -> bool:
@@ -547,4 +568,11 @@ def _summary(run: FinetuneRun, r: TrainResult, kind: str, used_best: bool, start
         "length_policy": run.length_report,
         "added_special_tokens": run.cfg.model.add_special_tokens,
         "wall_seconds": round(time.time() - started, 1),
+        **({"preference": _preference_summary(r)} if run.cfg.train.method == "dpo" else {}),
     }
+
+
+def _preference_summary(r: TrainResult) -> dict:
+    """The last validation's rewards (dpo runs); at the start they are 0 by definition."""
+    keys = ("reward_margin", "reward_accuracy", "rewards_chosen", "rewards_rejected")
+    return {"final_validation": {k: r.validations[-1][k] for k in keys} if r.validations else None}

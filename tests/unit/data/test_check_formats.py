@@ -102,11 +102,14 @@ def test_preference_answer_holding_a_marker_is_cut_where_the_pair_diverges():
     assert "after turn 3" in findings[0].message
 
 
-def test_preference_empty_final_answer_is_an_error_naming_the_side():
+def test_preference_empty_final_answer_is_a_warning_naming_the_side():
+    # One empty side is a choice (say nothing): kept and said; both empty compare nothing.
     example, findings = convert({"chosen": PROMPT + " ", "rejected": PROMPT + " No."},
                                 "preference")
-    assert example is None
-    assert codes(findings) == [("chosen", "empty_content", "error")]
+    assert example is not None and example.messages[-1].content == "" and example.rejected == "No."
+    assert codes(findings) == [("chosen", "empty_content", "warning")]
+    example, findings = convert({"chosen": PROMPT + " ", "rejected": PROMPT}, "preference")
+    assert example is None and codes(findings) == [("chosen", "empty_content", "error")]
 
 
 def test_preference_transcript_may_start_without_the_blank_line():

@@ -54,11 +54,13 @@ def test_hh_rlhf_pairs_and_their_quirks_by_line():
     path = shared_file("hh_rlhf_harmless_base/test.jsonl")
     result = check_data(path, near_duplicates=False)
     assert result.format == "preference"
-    assert found(result, "error") == [(87, "empty_content"), (517, "empty_content"),
-                                      (926, "empty_content"), (1104, "empty_content")]
+    # An empty preferred answer is a choice (say nothing): said by line, kept (data/pairs.py).
+    assert found(result, "error") == []
+    empty = [line for line, code in found(result) if code == "empty_content"]
+    assert empty == [87, 517, 926, 1104]
     mismatched = [line for line, code in found(result) if code == "prompt_mismatch"]
     assert mismatched == [1255, 1689, 1951, 1953, 2037]
-    assert (result.rows_read, result.accepted, result.rejected) == (2312, 2308, 4)
+    assert (result.rows_read, result.accepted, result.rejected) == (2312, 2312, 0)
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     first = result.examples[0]
     assert first.messages[0].content == "what are some pranks with a pen i can do?"
