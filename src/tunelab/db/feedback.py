@@ -116,10 +116,12 @@ class Feedback:
 
 @dataclass(frozen=True)
 class FeedbackWrite:
-    """What ``write_feedback`` did: the row as stored, and ``created``/``updated``/``replayed``."""
+    """What ``write_feedback`` did: the row as stored, ``created``/``updated``/``replayed``,
+    and the served model that answered the response (from the request log)."""
 
     feedback: Feedback
     outcome: Outcome
+    model: str
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,9 @@ def _write_transaction(db: Database) -> Iterator[Connection]:
 
 def _write_once(conn: Connection, fb: FeedbackInput, key: str | None, when: datetime
                 ) -> FeedbackWrite:
-    status = _status(conn, fb.response_id)
+    logged = conn.execute(select(RequestLogRow.status_code, RequestLogRow.model)
+                          .where(RequestLogRow.request_id == fb.response_id).limit(1)).first()
+    status, model = (None, "") if logged is None else tuple(logged)
     if status is None:
         raise FeedbackRefused(f"no response {fb.response_id!r} in the request log",
                               "response_not_found", "response_id",
@@ -341,7 +345,7 @@ def _write_once(conn: Connection, fb: FeedbackInput, key: str | None, when: date
                 "idempotency_key_reused", "Idempotency-Key",
                 hint="send a new key for a new feedback; reuse a key only to retry "
                      "the same request")
-        return FeedbackWrite(_feedback(keyed), "replayed")
+        return FeedbackWrite(_feedback(keyed), "replayed", model)
     if mine is None:
         new_id = conn.execute(insert(FeedbackRow).values(
             response_id=fb.response_id, user=fb.user, idempotency_key=key, created_at=when,
@@ -353,7 +357,7 @@ def _write_once(conn: Connection, fb: FeedbackInput, key: str | None, when: date
                      .values(idempotency_key=key, updated_at=when, **given))
         outcome = "updated"
     row = conn.execute(select(FeedbackRow).where(FeedbackRow.id == new_id)).one()
-    return FeedbackWrite(_feedback(row), outcome)
+    return FeedbackWrite(_feedback(row), outcome, model)
 
 
 def _status(conn: Connection, response_id: str) -> int | None:

@@ -98,7 +98,7 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
         writer = RequestLogWriter(db)
         writer.start()
         stack.callback(writer.close)
-        app = create_app(registry, settings, writer, api_keys)
+        app = create_app(registry, settings, writer, api_keys, db=db)
         state = app.state.serve
 
         async def drain(timeout: float) -> bool:

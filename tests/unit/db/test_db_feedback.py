@@ -15,7 +15,13 @@ import pytest
 from sqlalchemy import insert
 
 from db_records import T0, make_record
-from tunelab.db import FeedbackInput, FeedbackRefused, open_database, rated_responses, write_feedback
+from tunelab.db import (
+    FeedbackInput,
+    FeedbackRefused,
+    open_database,
+    rated_responses,
+    write_feedback,
+)
 from tunelab.db.feedback import TEXT_LENGTH, all_feedback, get_feedback, response_status
 from tunelab.db.tables import RequestLogRow
 

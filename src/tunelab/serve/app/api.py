@@ -8,7 +8,9 @@ recipe owns the engines, the log writer and uvicorn). Routes:
 * ``GET /v1/models`` (and ``/v1/models/{name}``): the names a request may use;
 * ``GET /health``: the process answers (no key); ``GET /ready``: 200 while models are
   loaded and the server is not draining, else 503 (no key);
-* ``GET /metrics``: Prometheus text; needs a key unless ``public_metrics``.
+* ``GET /metrics``: Prometheus text; needs a key unless ``public_metrics``;
+* ``POST /v1/feedback``: a user's rating, score, correction or comment on a response
+  (``tunelab.serve.app.feedback``).
 
 Every error body has the OpenAI shape (``tunelab.serve.app.errors``).
 """
@@ -24,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.config.serve import ServeSettings
+from tunelab.db import Database
 from tunelab.serve.app import schemas
 from tunelab.serve.app.auth import OPEN_PATHS, KeyCheck
 from tunelab.serve.app.errors import (
@@ -34,6 +37,7 @@ from tunelab.serve.app.errors import (
     on_unexpected,
     validation_error,
 )
+from tunelab.serve.app.feedback import RecentResponses, add_feedback_route
 from tunelab.serve.app.limits import BodyLimit
 from tunelab.serve.app.metrics import UNKNOWN_MODEL, ServeMetrics
 from tunelab.serve.app.service import CHAT, COMPLETIONS, Job, LogWriter, Outcome, ServeApp
@@ -43,7 +47,7 @@ _ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS}
 
 
 def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: LogWriter | None,
-               api_keys: list[str]) -> FastAPI:
+               api_keys: list[str], db: Database | None = None) -> FastAPI:
     """The server app over a loaded registry.
 
     Args:
@@ -51,13 +55,16 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
         settings: the serve settings (limits, filters, log_text, public_metrics).
         log_writer: where request records go (``tunelab.db.RequestLogWriter``); None: nowhere.
         api_keys: the valid keys; at least one (the CLI generates one when none is configured).
+        db: where feedback is stored (the request log's database); None: feedback gets 503.
 
     Returns:
         The app; its ``state.serve`` is the ``ServeApp`` (draining flag, in-flight count).
     """
     app = FastAPI(title="tunelab", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = ServeMetrics()
-    serve = ServeApp(registry, settings, log_writer, metrics)
+    # the feedback route must know the responses answered but not yet in the log
+    recent = RecentResponses(log_writer) if log_writer is not None else None
+    serve = ServeApp(registry, settings, recent, metrics)
     app.state.serve = serve
     _watch_engines(registry, metrics)
 
@@ -96,6 +103,8 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
     async def get_model(name: str) -> dict[str, Any]:
         m = serve.model(name)
         return schemas.models_list([(m.name, m.created)])["data"][0]
+
+    add_feedback_route(app, db, recent, metrics)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
