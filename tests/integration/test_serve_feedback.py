@@ -96,6 +96,7 @@ def test_an_unknown_response_is_404(server):
     ({"score": 4.5}, "score"),
     ({"comment": "x" * 20_001}, "comment"),
     ({"user": "u" * 201}, "user"),
+    ({"comment": "a\u0000b"}, "comment"),  # PostgreSQL text cannot hold it: 422, not 503
     ({"rating": None}, None),  # says nothing
 ])
 def test_bad_values_are_422_naming_the_field(server, change, param):

@@ -183,6 +183,11 @@ def check_feedback(fb: FeedbackInput, idempotency_key: str | None = None) -> Non
         value = getattr(fb, name)
         if value is not None and len(value) > TEXT_LENGTH:
             raise bad(name, f"is {len(value)} characters; at most {TEXT_LENGTH}")
+    texts = {"response_id": fb.response_id, "user": fb.user, "correction": fb.correction,
+             "comment": fb.comment, "idempotency_key": idempotency_key}
+    for name, value in texts.items():
+        if value is not None and "\x00" in value:  # PostgreSQL text cannot hold it
+            raise bad(name, "holds a NUL character (\\u0000), which cannot be stored")
     if all(getattr(fb, name) is None for name in _VALUES):
         raise FeedbackRefused("the feedback says nothing: give at least one of rating, score, "
                               "correction, comment", "invalid_value")

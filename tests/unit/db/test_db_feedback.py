@@ -98,6 +98,7 @@ def test_unknown_and_unanswered_responses_are_refused(db):
     (FeedbackInput("x", user="u" * 201, rating="up"), "user"),
     (FeedbackInput("", rating="up"), "response_id"),
     (FeedbackInput("x"), None),
+    (FeedbackInput("x", correction="a\x00b"), "correction"),
 ])
 def test_bad_values_are_refused_naming_the_field(fb, param, tmp_path):
     with open_database(f"sqlite:///{tmp_path / 'v.db'}") as db, \
