@@ -11,6 +11,8 @@ recipe owns the engines, the log writer and uvicorn). Routes:
 * ``GET /metrics``: Prometheus text; needs a key unless ``public_metrics``;
 * ``GET /admin/experiments``, ``PUT /admin/experiments/{name}``: experiment weights,
   with the admin key only (``tunelab.serve.app.experiments``).
+* ``POST /v1/feedback``: a user's rating, score, correction or comment on a response
+  (``tunelab.serve.app.feedback``).
 
 ``/v1/models`` lists the experiments beside the models: a request may name either.
 
@@ -40,6 +42,7 @@ from tunelab.serve.app.errors import (
     validation_error,
 )
 from tunelab.serve.app.experiments import ExperimentRouter, add_admin_routes
+from tunelab.serve.app.feedback import RecentResponses, add_feedback_route
 from tunelab.serve.app.limits import BodyLimit
 from tunelab.serve.app.metrics import UNKNOWN_MODEL, ServeMetrics
 from tunelab.serve.app.service import CHAT, COMPLETIONS, Job, LogWriter, Outcome, ServeApp
@@ -58,7 +61,8 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
         settings: the serve settings (limits, filters, log_text, public_metrics).
         log_writer: where request records go (``tunelab.db.RequestLogWriter``); None: nowhere.
         api_keys: the valid keys; at least one (the CLI generates one when none is configured).
-        db: the open database (experiment assignments); needed when experiments are declared.
+        db: the open database: experiment assignments (needed when experiments
+            are declared) and feedback (None: feedback gets 503).
         admin_key: the key of the /admin/ routes; None: they are off.
 
     Returns:
@@ -72,7 +76,9 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
     app = FastAPI(title="tunelab", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = ServeMetrics()
     experiments = ExperimentRouter(settings.experiments, registry.models, db)
-    serve = ServeApp(registry, settings, log_writer, metrics, experiments)
+    # the feedback route must know the responses answered but not yet in the log
+    recent = RecentResponses(log_writer) if log_writer is not None else None
+    serve = ServeApp(registry, settings, recent, metrics, experiments)
     app.state.serve = serve
     app.state.experiments = experiments
     _watch_engines(registry, metrics)
@@ -116,6 +122,8 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, log_writer: Log
             return schemas.models_list([(name, experiments.created(name))])["data"][0]
         m = serve.model(name)
         return schemas.models_list([(m.name, m.created)])["data"][0]
+
+    add_feedback_route(app, db, recent, metrics)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -4,7 +4,8 @@ process, as in tests, never share or collide).
 Per model (the name a request uses): requests by endpoint and status code, errors by
 type, time to first token, request latency, generated tokens, per-request decode speed,
 and the engine's waiting and running sequences (read when scraped). Per engine: the
-batch size and duration of each decode step (``ServingEngine.on_step``). A name that is
+batch size and duration of each decode step (``ServingEngine.on_step``). Feedback by
+the model that answered and its kind (up, down, score, correction, comment). A name that is
 not served is counted as ``model="unknown"``, so a client cannot grow the label set.
 Per experiment and variant (names from the config, never from a client): requests by
 status code.
@@ -64,6 +65,10 @@ class ServeMetrics:
                                ["engine"], buckets=_BATCH, registry=r)
         self.step_seconds = Histogram("tunelab_step_seconds", "Seconds per decode step",
                                       ["engine"], buckets=_SECONDS, registry=r)
+        # exposed as tunelab_feedback_total; a replayed Idempotency-Key is not counted again
+        self.feedback = Counter("tunelab_feedback", "Feedback stored, by the model that "
+                                "answered and kind (up, down, score, correction, comment)",
+                                ["model", "kind"], registry=r)
 
     def watch_engine(self, names: Iterable[str], waiting: Callable[[], float],
                      running: Callable[[], float]) -> None:
