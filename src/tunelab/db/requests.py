@@ -49,6 +49,7 @@ _CLIP = {"request_id": ID_LENGTH, "endpoint": SHORT_LENGTH, "model": NAME_LENGTH
          "user": NAME_LENGTH, "finish_reason": SHORT_LENGTH, "filtered": NAME_LENGTH,
          "experiment": NAME_LENGTH, "variant": NAME_LENGTH}
 _STOP = object()
+_FLUSH = object()  # a request to commit what is pending now (the feedback route waits on it)
 
 
 @dataclass
@@ -179,6 +180,13 @@ class RequestLogWriter:
         if warn:
             log.warning("request log: dropping rows, the writer is %s", why)
 
+    def flush_soon(self) -> None:
+        """Ask the thread to commit what is pending now rather than at the interval's end.
+
+        Never waits. A database that just failed is still retried only on the interval.
+        """
+        self._queue.put(_FLUSH)
+
     def close(self, timeout: float = 5.0) -> None:
         """Commit what is pending and stop the thread.
 
@@ -209,12 +217,15 @@ class RequestLogWriter:
                     items.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
+            asked = False
             for item in items:
                 if item is _STOP:
                     stopping = True
+                elif item is _FLUSH:
+                    asked = True
                 else:
                     pending.append(item)
-            due = time.monotonic() >= next_flush
+            due = time.monotonic() >= next_flush or (asked and healthy)
             # a database that just failed is retried on the interval, not on every row
             if pending and (due or stopping or (healthy and len(pending) >= FLUSH_ROWS)):
                 healthy = self._flush(pending)

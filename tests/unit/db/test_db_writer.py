@@ -113,3 +113,20 @@ def test_settings_out_of_range_are_usage_errors(db):
         RequestLogWriter(db, flush_interval=0)
     with pytest.raises(UsageError, match="max_pending"):
         RequestLogWriter(db, max_pending=0)
+
+
+def test_flush_soon_commits_before_the_interval_is_up(tmp_path):
+    with open_database(f"sqlite:///{tmp_path / 'log.db'}") as db:
+        writer = RequestLogWriter(db, flush_interval=60)
+        writer.start()
+        try:
+            writer.write(make_record(1))
+            time.sleep(0.3)
+            assert writer.written == 0  # the interval is a minute
+            writer.flush_soon()
+            deadline = time.monotonic() + 10
+            while writer.written == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert writer.written == 1 and time.monotonic() < deadline
+        finally:
+            writer.close()

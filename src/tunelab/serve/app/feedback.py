@@ -107,6 +107,13 @@ class RecentResponses:
                 self._status.popitem(last=False)
         self.writer.write(record)
 
+    def flush_soon(self) -> None:
+        """Ask the log writer to commit now (a feedback waits for its response's row)."""
+        # a writer without it (a test double of the log) commits on its own schedule
+        flush = getattr(self.writer, "flush_soon", None)
+        if flush is not None:
+            flush()
+
     def status(self, response_id: str) -> int | None:
         """The status this process answered ``response_id`` with; None if not recent."""
         with self._lock:
@@ -160,7 +167,8 @@ async def _write_waiting_for_the_log(db: Database, recent: RecentResponses | Non
             raise APIError(422, f"the response {fb.response_id!r} was not answered (status "
                                 f"{known}); only answered responses take feedback",
                            param="response_id", code="response_not_answered") from None
-    # Answered here a moment ago; the log writer has not committed it yet.
+    # Answered here a moment ago; the log writer has not committed it yet: ask it to now.
+    recent.flush_soon()
     deadline = time.monotonic() + LOG_WAIT_SECONDS
     while time.monotonic() < deadline:
         await asyncio.sleep(_POLL_SECONDS)
