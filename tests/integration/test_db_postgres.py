@@ -23,13 +23,15 @@ def test_migrations_from_empty_on_postgresql(fresh_postgres_url):
     with open_database(fresh_postgres_url) as db:
         assert db.backend == "postgresql"
         insp = inspect(db.engine)
-        assert set(insp.get_table_names()) == {"alembic_version", "request_log"}
+        assert set(insp.get_table_names()) == {"alembic_version", "request_log", "feedback",
+                                               "experiment_assignment"}
         columns = {c["name"]: c for c in insp.get_columns("request_log")}
         assert set(columns) == COLUMNS
         assert str(columns["id"]["type"]) == "BIGINT" and columns["id"]["autoincrement"]
         assert columns["created_at"]["type"].timezone  # timestamptz
         assert {i["name"] for i in insp.get_indexes("request_log")} \
-            == {"ix_request_log_created_at", "ix_request_log_model"}
+            == {"ix_request_log_created_at", "ix_request_log_model", "ix_request_log_request_id",
+                "ix_request_log_experiment"}
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).all() \
                 == [("0002",)]
