@@ -184,7 +184,7 @@ def test_filters_model_experiment_and_since(tmp_path, log, capsys):
 def test_a_bad_since_and_a_missing_eval_file_are_clean_errors(tmp_path, log, capsys):
     code, _, err = export(tmp_path, log, "--include-unreviewed", "--since", "yesterday",
                           capsys=capsys)
-    assert code == exits.USAGE and "neither a date or time" in err
+    assert code == exits.USAGE and "must be a span ago" in err
     code, _, err = export(tmp_path, log, "--include-unreviewed", "--eval",
                           str(tmp_path / "nope.jsonl"), capsys=capsys)
     assert code == exits.DATA and "missing" in err and "Traceback" not in err

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tunelab.cli import exits
@@ -99,3 +101,31 @@ def show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         return exits.OK
 
     return show
+
+
+_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def since_time(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: ``30m``, ``24h``, ``7d``, ``2w`` ago, or an ISO date or time (UTC when it
+    names no zone). One reader for every command that reads the request log.
+
+    Raises:
+        argparse.ArgumentTypeError: neither form, or a time in the future.
+    """
+    now = now or datetime.now(timezone.utc)
+    m = _AGO.match(text)
+    if m:
+        return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a span ago (30m, 24h, 7d, 2w) or an ISO date or time such as "
+            f"2026-01-31 or 2026-01-31T08:00 (given: {text!r})") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    if t >= now:
+        raise argparse.ArgumentTypeError(f"is not in the past (given: {text!r})")
+    return t

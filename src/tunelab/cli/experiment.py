@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tunelab.cli import exits
-from tunelab.cli.args import rate, show_help
+from tunelab.cli.args import rate, show_help, since_time
 from tunelab.errors import UsageError
 from tunelab.eval.abtest import ALPHA
-
-_SINCE = re.compile(r"^(\d+)([dhm])$")
-_SPANS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--db", default=None, metavar="URL",
                    help="the database (default: the serve config's, else SQLite under the "
                         "tunelab home)")
-    r.add_argument("--since", default=None, metavar="WHEN",
+    r.add_argument("--since", type=since_time, default=None, metavar="WHEN",
                    help="only requests from then on: 2026-01-31, 2026-01-31T12:00 (UTC unless "
                         "a zone is given), or 7d, 12h, 30m ago")
     r.add_argument("--alpha", type=rate, default=ALPHA, metavar="P",
@@ -56,23 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--html", default=None, metavar="DIR", help="write the report page here")
     r.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     r.set_defaults(func=cmd_report)
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``--since``: an ISO date or time (UTC when it names no zone), or ``Nd``/``Nh``/``Nm`` ago.
-
-    Raises:
-        UsageError: the text is neither.
-    """
-    m = _SINCE.match(text.strip())
-    if m:
-        return (now or datetime.now(timezone.utc)) - timedelta(**{_SPANS[m[2]]: int(m[1])})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"--since: {text!r} is not a date, a time or a span",
-                         hint="write 2026-01-31, 2026-01-31T12:00, or 7d, 12h, 30m") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _weights(text: str) -> list[dict[str, Any]]:
@@ -129,7 +107,7 @@ def _experiment(a: argparse.Namespace):
 def cmd_report(a: argparse.Namespace) -> int:
     from tunelab.recipes.experiment import run_experiment_report
 
-    since = parse_since(a.since) if a.since else None
+    since = a.since
     experiment, db = _experiment(a)
     result = run_experiment_report(experiment, db, since, a.alpha, a.html,
                                    progress=lambda m: print(f"tunelab: {m}", file=sys.stderr))

@@ -11,35 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import datetime, timedelta, timezone
 
 from tunelab.cli import exits
-from tunelab.cli.args import show_help
+from tunelab.cli.args import show_help, since_time
 from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.data.findings import cap_per_code
-
-_AGO = re.compile(r"^(\d+)\s*([mhdw])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def since_time(text: str) -> datetime:
-    """``--since``: an ISO date or time (UTC unless it says otherwise), or an age like 7d.
-
-    Raises:
-        argparse.ArgumentTypeError: neither form.
-    """
-    m = _AGO.match(text.strip())
-    if m:
-        return datetime.now(timezone.utc) - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a date or time (2026-01-31, 2026-01-31T12:00:00+01:00) nor "
-            "an age (30m, 12h, 7d, 2w)") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

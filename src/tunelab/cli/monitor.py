@@ -12,38 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from tunelab.cli import exits
+from tunelab.cli.args import since_time
 
-_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 DEFAULT_SINCE = "24h"
-
-
-def since_time(text: str, now: datetime | None = None) -> datetime:
-    """``--since``: ``30m``, ``24h``, ``7d``, ``2w`` ago, or an ISO time (UTC when it names no zone).
-
-    Raises:
-        argparse.ArgumentTypeError: neither form, or a time in the future.
-    """
-    now = now or datetime.now(timezone.utc)
-    m = _AGO.match(text)
-    if m:
-        return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
-    try:
-        t = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a span ago (30m, 24h, 7d, 2w) or an ISO time such as "
-            f"2026-01-31T08:00 (given: {text!r})") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    if t >= now:
-        raise argparse.ArgumentTypeError(f"is not in the past (given: {text!r})")
-    return t
 
 
 def register(sub: argparse._SubParsersAction) -> None:

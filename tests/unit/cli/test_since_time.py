@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tunelab.cli.monitor import since_time
+from tunelab.cli.args import since_time
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 
