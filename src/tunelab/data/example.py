@@ -58,3 +58,13 @@ class Example:
     line: int = 0
     meta: dict = field(default_factory=dict)
     rejected: str | None = None
+
+
+def chat_role(raw: object) -> str | None:
+    """An OpenAI-style ``role`` value as ours, or None when it is not one of ``ROLES``."""
+    return raw if isinstance(raw, str) and raw in ROLES else None
+
+
+def sharegpt_role(raw: object) -> str | None:
+    """A ShareGPT ``from`` value (``human``, ``gpt``, ...) as our role, or None."""
+    return SHAREGPT_ROLES.get(raw.lower()) if isinstance(raw, str) else None

@@ -40,7 +40,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from tunelab.data import extra_formats, pairs
-from tunelab.data.example import ROLES, SHAREGPT_ROLES, Example, Message
+from tunelab.data.example import ROLES, SHAREGPT_ROLES, Example, Message, chat_role, sharegpt_role
 from tunelab.data.findings import ERROR, WARNING, Finding, show_value, type_name
 
 FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text",
@@ -450,7 +450,7 @@ def _chat(obj: dict, row: _Row) -> Built:
         row.missing(obj, "messages", "chat", "a list of {role, content} objects")
         return {"messages"}, [], None
     turns = _list_field(obj["messages"], "messages", "messages_not_list", row)
-    messages = _turns(turns, "messages", ("role", "content"), _chat_role, row)
+    messages = _turns(turns, "messages", ("role", "content"), chat_role, row)
     return {"messages"}, messages, None
 
 
@@ -461,7 +461,7 @@ def _sharegpt(obj: dict, row: _Row) -> Built:
         return used, [], None
     system = _string(obj, "system", row, optional=True)
     turns = _list_field(obj["conversations"], "conversations", "conversations_not_list", row)
-    messages = _turns(turns, "conversations", ("from", "value"), _sharegpt_role, row)
+    messages = _turns(turns, "conversations", ("from", "value"), sharegpt_role, row)
     if system and system.strip():
         messages.insert(0, Message("system", system))
     return used, messages, None
@@ -546,12 +546,6 @@ def _list_field(value: object, field: str, code: str, row: _Row) -> list | None:
     return value
 
 
-def _chat_role(raw: object) -> str | None:
-    return raw if isinstance(raw, str) and raw in ROLES else None
-
-
-def _sharegpt_role(raw: object) -> str | None:
-    return SHAREGPT_ROLES.get(raw.lower()) if isinstance(raw, str) else None
 
 
 def _turns(turns: list | None, field: str, keys: tuple[str, str],
@@ -606,7 +600,7 @@ def _trained(message: Message) -> bool:
 
 def _turn_role(turn: dict, where: str, key: str, role_of: Callable[[object], str | None],
                row: _Row) -> str | None:
-    names = list(SHAREGPT_ROLES) if role_of is _sharegpt_role else list(ROLES)
+    names = list(SHAREGPT_ROLES) if role_of is sharegpt_role else list(ROLES)
     if key not in turn:
         row.error(f"{where}.{key}", "missing_role",
                   f"the turn has no {key!r}; add one of {', '.join(names)}")

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tunelab.data.example import ROLES, SHAREGPT_ROLES, Example, Message
+from tunelab.data.example import ROLES, SHAREGPT_ROLES, Example, Message, chat_role, sharegpt_role
 from tunelab.data.extra_formats import ASSISTANT, HUMAN, hh_turns, split_pair
 from tunelab.data.findings import show_value, type_name
 from tunelab.data.length import LengthReport
@@ -140,10 +140,10 @@ def _strings(obj: dict, row: Any) -> Built:
 def _trl_conversational(obj: dict, row: Any) -> Built:
     """TRL's conversational pairs: lists of ``{role, content}`` messages."""
     used = {"chosen", "prompt"}
-    chosen = _messages(obj["chosen"], "chosen", ("role", "content"), _chat_role, row)
-    rejected = _messages(obj["rejected"], "rejected", ("role", "content"), _chat_role, row)
+    chosen = _messages(obj["chosen"], "chosen", ("role", "content"), chat_role, row)
+    rejected = _messages(obj["rejected"], "rejected", ("role", "content"), chat_role, row)
     if "prompt" in obj:
-        prompt = _messages(obj["prompt"], "prompt", ("role", "content"), _chat_role, row)
+        prompt = _messages(obj["prompt"], "prompt", ("role", "content"), chat_role, row)
     elif chosen is not None and rejected is not None:  # implicit prompt: the shared turns
         shared = 0
         while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
@@ -175,8 +175,8 @@ def _openai(obj: dict, row: Any) -> Built:
                   f"{type_name(given)} {show_value(given)}")
         prompt = None
     else:
-        prompt = _messages(given["messages"], "input.messages", ("role", "content"), _chat_role, row)
-    answers = tuple(_one_answer(_messages(obj[key], key, ("role", "content"), _chat_role, row),
+        prompt = _messages(given["messages"], "input.messages", ("role", "content"), chat_role, row)
+    answers = tuple(_one_answer(_messages(obj[key], key, ("role", "content"), chat_role, row),
                                 key, row) for key in ("preferred_output", "non_preferred_output"))
     return _finish(used, _unweighted(prompt), (answers[0], answers[1]), row,
                    ("preferred_output", "non_preferred_output"))
@@ -185,7 +185,7 @@ def _openai(obj: dict, row: Any) -> Built:
 def _llamafactory(obj: dict, row: Any) -> Built:
     """LLaMA-Factory's ShareGPT pairs: ``conversations`` and one message each side."""
     used = {"conversations", "system", "chosen"}
-    prompt = _messages(obj["conversations"], "conversations", ("from", "value"), _sharegpt_role, row)
+    prompt = _messages(obj["conversations"], "conversations", ("from", "value"), sharegpt_role, row)
     system = obj.get("system")
     if system is not None and not isinstance(system, str):
         row.error("system", "not_string", f"system must be a string, got {type_name(system)}")
@@ -195,7 +195,7 @@ def _llamafactory(obj: dict, row: Any) -> Built:
     for key in ("chosen", "rejected"):
         value = obj[key]
         turns = _messages(value if isinstance(value, list) else [value], key, ("from", "value"),
-                          _sharegpt_role, row)
+                          sharegpt_role, row)
         answers.append(_one_answer(turns, key, row))
     return _finish(used, _unweighted(prompt), (answers[0], answers[1]), row, ("chosen", "rejected"))
 
@@ -215,12 +215,6 @@ def _string(obj: dict, key: str, row: Any) -> str | None:
     return value
 
 
-def _chat_role(raw: object) -> str | None:
-    return raw if isinstance(raw, str) and raw in ROLES else None
-
-
-def _sharegpt_role(raw: object) -> str | None:
-    return SHAREGPT_ROLES.get(raw.lower()) if isinstance(raw, str) else None
 
 
 def _messages(value: object, field: str, keys: tuple[str, str],
@@ -245,7 +239,7 @@ def _messages(value: object, field: str, keys: tuple[str, str],
             continue
         role, content = role_of(turn.get(keys[0])), turn.get(keys[1])
         if role is None:
-            names = ", ".join(SHAREGPT_ROLES if role_of is _sharegpt_role else ROLES)
+            names = ", ".join(SHAREGPT_ROLES if role_of is sharegpt_role else ROLES)
             row.error(f"{where}.{keys[0]}", "unknown_role",
                       f"{keys[0]} {show_value(turn.get(keys[0]))} is not one of {names}; rename it")
             ok = False

@@ -312,7 +312,7 @@ def _pii_findings(source: str, rows: dict[int, dict]) -> list[Finding]:
     """One finding per row, field and kind of likely personal data."""
     out = []
     for line, row in rows.items():
-        for where, text in _strings(row, ""):
+        for where, text in string_fields(row, ""):
             matches = find_pii(text)
             if not matches:
                 continue
@@ -327,7 +327,7 @@ def _pii_findings(source: str, rows: dict[int, dict]) -> list[Finding]:
     return out
 
 
-def _strings(value: object, path: str):
+def string_fields(value: object, path: str = ""):
     """Every string leaf of a row with its field path (``messages[2].content``)."""
     if not path and isinstance(value, dict) and all(type(v) is str for v in value.values()):
         yield from value.items()  # a flat row (CSV, TSV): the common case, made cheap
@@ -336,7 +336,7 @@ def _strings(value: object, path: str):
         yield path or None, value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _strings(item, f"{path}.{key}" if path else str(key))
+            yield from string_fields(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _strings(item, f"{path}[{i}]")
+            yield from string_fields(item, f"{path}[{i}]")

@@ -26,7 +26,7 @@ files it is given and returns findings. It prints nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from tunelab.data.formats import detect_format
 from tunelab.data.load import load_examples
 from tunelab.data.table import read_table, row_text, text_columns
 from tunelab.errors import DataError
-from tunelab.gate.check import MIN_USABLE_ROWS, check_data
+from tunelab.gate.check import MIN_USABLE_ROWS, check_data, string_fields
 from tunelab.gate.dedup import DEFAULT_THRESHOLD, find_near_duplicates
 from tunelab.gate.leakage import find_leakage
 from tunelab.gate.pii import KINDS, PiiMatch, find_pii, mask
@@ -139,22 +139,10 @@ def _read_lines(path: Path) -> dict[int, dict]:
     return {n: json.loads(line) for n, line in enumerate(text.splitlines(), 1) if line.strip()}
 
 
-def _strings(value: object, path: str) -> Iterator[tuple[str | None, str]]:
-    """Every string leaf of a row with its field path (``input.messages[0].content``)."""
-    if isinstance(value, str):
-        yield path or None, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, f"{path}[{i}]")
-
-
 def _pii(source: str, rows: dict[int, dict]) -> list[Finding]:
     out = []
     for line, row in rows.items():
-        for where, text in _strings(row, ""):
+        for where, text in string_fields(row):
             first: dict[str, PiiMatch] = {}
             for m in find_pii(text):
                 first.setdefault(m.kind, m)  # one finding per kind and field: the first match
@@ -170,7 +158,7 @@ def _pii(source: str, rows: dict[int, dict]) -> list[Finding]:
 def _near_duplicates(source: str, rows: dict[int, dict], threshold: float) -> list[Finding]:
     lines = list(rows)
     # the texts only: the keys every row shares would make all rows look alike
-    texts = ["\n".join(text for _, text in _strings(rows[n], "")) for n in lines]
+    texts = ["\n".join(text for _, text in string_fields(rows[n])) for n in lines]
     out = []
     for cluster in find_near_duplicates(texts, threshold):
         for i in cluster[1:]:
