@@ -168,6 +168,7 @@ async def _write_waiting_for_the_log(db: Database, recent: RecentResponses | Non
                                 f"{known}); only answered responses take feedback",
                            param="response_id", code="response_not_answered") from None
     # Answered here a moment ago; the log writer has not committed it yet: ask it to now.
+    assert recent is not None  # known is None without it
     recent.flush_soon()
     deadline = time.monotonic() + LOG_WAIT_SECONDS
     while time.monotonic() < deadline:
