@@ -170,8 +170,8 @@ class KeyCheck:
             return
         api_key = token is not None and key_matches(token, self.keys)
         if self.admin_key is None and api_key:
-            await _refuse(404, "the admin routes are off: start the server with --admin-key KEY "
-                               f"(or {ADMIN_KEY_ENV}) to turn them on", "admin_disabled",
+            await _refuse(404, "the admin routes are off: start the server with an admin key "
+                               f"(--admin-key or {ADMIN_KEY_ENV}) to turn them on", "admin_disabled",
                           scope, receive, send, NOT_FOUND)
         elif api_key:
             await _refuse(403, "this route takes the admin key, not an API key",
