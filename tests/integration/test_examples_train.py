@@ -30,6 +30,7 @@ from rundata import child_env, metrics, summary, write_yaml
 from tunelab.cli.main import main
 from tunelab.config import load_config
 from tunelab.config.compose import phase_config
+from tunelab.config.schema import ADAPTER_METHODS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ACCELERATE = sorted(EXAMPLES.rglob("*.accelerate.yaml"))
@@ -43,7 +44,8 @@ def _overrides(model_dir: Path, out: Path) -> list[str]:
 
 
 def _artifact(method: str) -> str:
-    return "adapter/adapter_model.safetensors" if method == "lora" else "model/model.safetensors"
+    adapter = method in ADAPTER_METHODS  # dpo trains a LoRA adapter too
+    return "adapter/adapter_model.safetensors" if adapter else "model/model.safetensors"
 
 
 def _assert_run(run: Path, method: str, steps: int = STEPS) -> None:
