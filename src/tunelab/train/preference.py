@@ -292,6 +292,33 @@ class PreferenceMargin:
     dropped: int = 0  # pairs longer than max_length, not scored
 
 
+def pair_logps(model: Any, tokenizer: Any, examples: Sequence[Example], batch_size: int,
+               chat_template: str | None = None,
+               max_length: int = DEFAULT_MAX_LENGTH) -> tuple[list[int], list[tuple[float, float]]]:
+    """The summed answer log-probs (chosen, rejected) of each pair under ``model`` as it is.
+
+    Pairs are rendered as training renders them (``tokenize_pair``); a pair whose longer
+    side is over ``max_length`` tokens is not scored. Two models with one tokenizer and
+    template keep the same pairs, so their values line up pair by pair.
+
+    Returns:
+        (the indices of the scored examples, their log-probs in that order).
+
+    Raises:
+        TrainingError: no pair is ``max_length`` tokens or shorter.
+        DataError: an example is not a pair, or the template cannot mask the answers.
+    """
+    template = resolve_chat_template(tokenizer, chat_template)
+    tokenized = [tokenize_pair(tokenizer, e, template) for e in examples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    idx = [i for i, t in enumerate(tokenized) if t.longest <= max_length]
+    if not idx:
+        raise TrainingError(f"no pair of {len(tokenized)} is {max_length} tokens or shorter",
+                            hint="raise max_length, or give shorter pairs")
+    device = next(model.parameters()).device
+    return idx, reference_logps(model, [tokenized[i] for i in idx], batch_size, pad, device)
+
+
 def preference_margin(model: Any, tokenizer: Any, examples: Sequence[Example], batch_size: int,
                       chat_template: str | None = None, reference: Any = None,
                       max_length: int = DEFAULT_MAX_LENGTH) -> PreferenceMargin:
@@ -313,33 +340,25 @@ def preference_margin(model: Any, tokenizer: Any, examples: Sequence[Example], b
             is left to score.
         DataError: an example is not a pair, or the template cannot mask the answers.
     """
-    template = resolve_chat_template(tokenizer, chat_template)
-    tokenized = [tokenize_pair(tokenizer, e, template) for e in examples]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     given = None if reference is None or hasattr(reference, "parameters") else list(reference)
-    if given is not None and len(given) != len(tokenized):
-        raise TrainingError(f"{len(given)} reference values for {len(tokenized)} pairs",
+    if given is not None and len(given) != len(examples):
+        raise TrainingError(f"{len(given)} reference values for {len(examples)} pairs",
                             hint="give one (chosen, rejected) pair of log-probs per example")
-    idx = [i for i, t in enumerate(tokenized) if t.longest <= max_length]
-    if not idx:
-        raise TrainingError(f"no pair of {len(tokenized)} is {max_length} tokens or shorter",
-                            hint="raise max_length, or give shorter pairs")
-    kept = [tokenized[i] for i in idx]
-    policy = reference_logps(model, kept, batch_size, pad, device)
+    if reference is None and not hasattr(model, "disable_adapter"):
+        raise TrainingError("the model has no adapter to disable, so it has no reference",
+                            hint="pass reference= (a model, or the reference log-probs)")
+    idx, policy = pair_logps(model, tokenizer, examples, batch_size, chat_template, max_length)
+    kept = [examples[i] for i in idx]
     if given is not None:
         ref = [(float(given[i][0]), float(given[i][1])) for i in idx]
     elif reference is not None:
-        ref = reference_logps(reference, kept, batch_size, pad, device)
-    elif hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            ref = reference_logps(model, kept, batch_size, pad, device)
+        ref = pair_logps(reference, tokenizer, kept, batch_size, chat_template, max_length)[1]
     else:
-        raise TrainingError("the model has no adapter to disable, so it has no reference",
-                            hint="pass reference= (a model, or the reference log-probs)")
+        with model.disable_adapter():
+            ref = pair_logps(model, tokenizer, kept, batch_size, chat_template, max_length)[1]
     margins = [(pc - rc) - (pr - rr) for (pc, pr), (rc, rr) in zip(policy, ref, strict=True)]
     return PreferenceMargin(
         pairs=len(kept), margin=sum(margins) / len(margins),
         accuracy=sum(m > 0 for m in margins) / len(margins),
         logp_margin=sum(pc - pr for pc, pr in policy) / len(policy),
-        margins=margins, dropped=len(tokenized) - len(kept))
+        margins=margins, dropped=len(examples) - len(kept))
