@@ -101,6 +101,12 @@ def test_dpo_retrain_on_held_out_pairs_is_judged_by_margin_and_promoted(base, tm
     print(f"\nDPO retrain on 24 exported pairs, 6 steps: held-out margin {d['a']:.3f} -> "
           f"{d['b']:.3f} nats, difference {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
     assert d["ci_low"] > 0 and result["promotable"]  # it learned the preferences, held out
+    # DPO's reference is the model as the run starts: the old run's adapter, so the stored
+    # reference margins on the held-out pairs are the old run's margins in the comparison
+    ref = json.loads((new / "reference_logps.json").read_text())["values"]["validation"]
+    assert sum(c - r for c, r in ref) / len(ref) == pytest.approx(d["a"], abs=1e-3)
+    inputs = json.loads((new / "inputs.json").read_text())
+    assert inputs["adapter"]["path"] == str((base / "adapter").resolve())
     assert result["comparison"]["rows"] == 24
     assert "margin" in out and "accuracy" in out and "promotable: dpo-good is not worse: margin" in out
     assert "note: the new run prefers the chosen answer more than the old run does on" in err
