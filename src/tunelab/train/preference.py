@@ -201,10 +201,12 @@ class DpoObjective:
 @torch.inference_mode()
 def reference_logps(model: Any, pairs: Sequence[TokenizedPair], batch_size: int, pad_id: int,
                     device: Any = None, progress: Callable | None = None,
-                    desc: str = "reference log-probs") -> list[tuple[float, float]]:
+                    desc: str = "reference log-probs",
+                    packed: bool = False) -> list[tuple[float, float]]:
     """The summed answer log-probs of each pair's (chosen, rejected) under ``model`` as it is.
 
-    Runs in eval mode (no dropout), on padded batches of similar lengths; ``progress``
+    Runs in eval mode (no dropout), on batches of similar lengths: padded, or packed
+    (``packed``: only inside ``fastpath.fast_training`` with packing on); ``progress``
     (a ``Reporter.bar``) gets a bar over the batches.
     """
     was_training = model.training
@@ -215,7 +217,7 @@ def reference_logps(model: Any, pairs: Sequence[TokenizedPair], batch_size: int,
         if progress else None
     for k in range(0, len(order), batch_size):
         idx = order[k:k + batch_size]
-        mb = pair_batch([pairs[i] for i in idx], idx, pad_id, packed=False)
+        mb = pair_batch([pairs[i] for i in idx], idx, pad_id, packed=packed)
         logps = sequence_logps(model, mb.sequences, device).tolist()
         for j, i in enumerate(idx):
             out[i] = (logps[j], logps[len(idx) + j])
@@ -239,7 +241,7 @@ def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
 
 def setup_reference(model: Any, splits: dict[str, list[TokenizedPair]], batch_size: int,
                     pad_id: int, device: Any, run_dir: Path, write: bool,
-                    reporter: Reporter = SILENT) -> dict[str, list[ScoredPair]]:
+                    reporter: Reporter = SILENT, packed: bool = False) -> dict[str, list[ScoredPair]]:
     """The pairs of each split with their reference log-probs, read back or computed once.
 
     Call it before a checkpoint's weights are loaded: the reference is the model as the
@@ -249,6 +251,7 @@ def setup_reference(model: Any, splits: dict[str, list[TokenizedPair]], batch_si
     Args:
         splits: ``{"train": pairs, "validation": pairs}``.
         write: store the values (rank 0 of a run).
+        packed: pack the batches (the model is inside ``fast_training`` with packing).
     """
     import json
 
@@ -264,7 +267,7 @@ def setup_reference(model: Any, splits: dict[str, list[TokenizedPair]], batch_si
                              "computing the reference log-probs again from the starting model")
         started = time.perf_counter()
         values = {name: reference_logps(model, pairs, batch_size, pad_id, device,
-                                        reporter.bar, f"reference log-probs ({name})")
+                                        reporter.bar, f"reference log-probs ({name})", packed)
                   for name, pairs in splits.items()}
         n = sum(len(v) for v in values.values())
         reporter.info(f"reference log-probs: {n:,} pairs in {time.perf_counter() - started:.0f}s "
