@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", default=None, metavar="NAME",
                    help="the new run's name under --runs-dir (default: RUN-retrain-<time>)")
     r.add_argument("--eval", default=None, metavar="FILE",
-                   help="the held-out file both runs are judged on (default: RUN's validation file)")
+                   help="the held-out file both runs are judged on (default: RUN's validation "
+                        "file); preference pairs are judged by how strongly each run prefers "
+                        "the chosen answers, other rows by the task or the answers' loss")
     r.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
                    help=f"where runs are looked up and the new run goes (default: {DEFAULT_RUNS_DIR})")
     r.add_argument("--promote", default=None, metavar="EXPERIMENT",
@@ -87,6 +89,8 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     result = run_retrain(a.run, a.data, a.method, a.steps, a.epochs, a.out, a.eval, a.runs_dir,
                          promote, a.overrides, StderrReporter(bars=not a.no_progress))
     code = exits.PROBLEMS if result.worse else exits.OK
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     if a.json:
         json.dump(result.as_dict(), sys.stdout, ensure_ascii=False, indent=2, default=str)
         print()

