@@ -1,8 +1,9 @@
 """Every shipped example trains for 2 steps on a tiny model, through its own command.
 
-Configs are found recursively under ``examples/`` and run as shipped, with the data that
-ships beside them; only the model, the run length and the output folder are overridden,
-with dotted overrides as a user would:
+Configs are found recursively under ``examples/`` (tests/example_files.py; serve configs
+are not run configs) and run as shipped, with the data that ships beside them (or that the
+``make_data.py`` beside them makes from ../shared/data, in a work folder); only the model,
+the run length and the output folder are overridden, with dotted overrides as a user would:
 
 * a plain config: ``tunelab train CONFIG model.name=TINY train.max_steps=2 ...``;
 * a config with ``search:``: ``tunelab tune CONFIG --trials 2`` with the same overrides;
@@ -27,14 +28,13 @@ import pytest
 import yaml
 from rundata import child_env, metrics, summary, write_yaml
 
+from example_files import ACCELERATE, CONFIGS, prepared
+from example_files import EXAMPLES_DIR as EXAMPLES
 from tunelab.cli.main import main
 from tunelab.config import load_config
 from tunelab.config.compose import phase_config
 from tunelab.config.schema import ADAPTER_METHODS
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-ACCELERATE = sorted(EXAMPLES.rglob("*.accelerate.yaml"))
-CONFIGS = sorted(p for p in EXAMPLES.rglob("*.yaml") if p not in ACCELERATE)
 LAUNCHED = EXAMPLES / "lora_chat.yaml"  # the tunelab config the launch configs start
 STEPS = 2
 
@@ -80,6 +80,7 @@ def _phases_cut_short(path: Path, tmp: Path) -> Path:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(EXAMPLES)) for p in CONFIGS])
 def test_example_trains_two_steps(path, tmp_path, tiny_model_dir, capsys):
+    path = prepared(path, tmp_path / "work")
     cfg = load_config(path)
     absent = [s.path for s in cfg.data.train if not Path(s.path).is_file()]
     if absent:  # an example that reads ../shared/data, where that folder is not beside us

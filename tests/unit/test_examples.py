@@ -1,11 +1,13 @@
 """Every shipped example config loads and validates (found recursively).
 
 ``*.accelerate.yaml`` files are `accelerate launch` configs, not tunelab configs: they
-are loaded by accelerate's own config reader instead. The data the configs name ships
+are loaded by accelerate's own config reader instead; ``serve.yaml`` and ``*.serve.yaml``
+files are `tunelab serve` configs (tests/example_files.py sorts them). The data the configs name ships
 in ``examples/data/``, written by ``examples/data/make_data.py``; training each example
 is tested in ``tests/integration/test_examples_train.py``. An example may read the public
-data sets in ``../shared/data`` beside the checkout instead (SST-2 for the classifier); its
-data test skips, with the reason, where that folder is absent.
+data sets in ``../shared/data`` beside the checkout instead (SST-2 for the classifier), or
+make its data from them with a ``make_data.py`` beside it (the feedback loop); its data
+test skips, with the reason, where that folder is absent.
 """
 
 import importlib.util
@@ -13,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from example_files import ACCELERATE, SERVE, prepared
+from example_files import CONFIGS as EXAMPLES
+from example_files import EXAMPLES_DIR as ROOT
 from shared_data import SHARED_DATA
 from tunelab.config import load_config
-
-ROOT = Path(__file__).resolve().parents[2] / "examples"
-ACCELERATE = sorted(ROOT.rglob("*.accelerate.yaml"))
-EXAMPLES = sorted(p for p in ROOT.rglob("*.yaml") if p not in ACCELERATE)
+from tunelab.config.serve import load_serve_settings
 
 
 def test_there_are_examples():
@@ -32,8 +34,8 @@ def test_example_config_is_valid(path):
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_data_ships_with_it(path):
-    cfg = load_config(path)
+def test_example_data_ships_with_it(path, tmp_path):
+    cfg = load_config(prepared(path, tmp_path))
     sources = [*cfg.data.train, *cfg.data.validation]
     for phase in cfg.phases:
         sources += [s for key in ("train", "validation") for s in phase.data.get(key, [])]
@@ -52,6 +54,12 @@ def test_shipped_data_is_what_make_data_writes():
     for name, text in make_data.build().items():
         shipped = (ROOT / "data" / name).read_text(encoding="utf-8")
         assert shipped == text, f"examples/data/{name} differs; run python examples/data/make_data.py"
+
+
+@pytest.mark.parametrize("path", SERVE, ids=[str(p.relative_to(ROOT)) for p in SERVE])
+def test_serve_config_is_valid(path):
+    settings = load_serve_settings(path)
+    assert settings.models
 
 
 @pytest.mark.parametrize("path", ACCELERATE, ids=[p.name for p in ACCELERATE])

@@ -102,6 +102,7 @@ def format_comparison(comparison: dict) -> str:
     lines = [f"compared on {comparison['rows']} rows; differences against {base}, "
              f"paired bootstrap {pct}% CI ({comparison['samples']} resamples, seed "
              f"{comparison['seed']})"]
+    marked = False
     for model, per_stat in comparison["differences"].items():
         lines.append(f"{'statistic':<20}{base[:22]:>24}{model[:22]:>24}   difference [{pct}% CI]")
         for name, rec in per_stat.items():
@@ -111,9 +112,11 @@ def format_comparison(comparison: dict) -> str:
             ci = ("" if rec["ci_low"] is None
                   else f" [{rec['ci_low']:+.4f}, {rec['ci_high']:+.4f}]")
             mark = " *" if rec["significant"] else ""
+            marked = marked or bool(mark)
             lines.append(f"{name:<20}{_f(rec['a']):>24}{_f(rec['b']):>24}   "
                          f"{rec['diff']:+.4f}{ci}{mark}")
-    lines.append("* the interval excludes 0")
+    if marked:  # the legend of the marks; alone it would read as a claim about every row
+        lines.append("* the interval excludes 0")
     return "\n".join(lines)
 
 

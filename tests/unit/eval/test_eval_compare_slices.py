@@ -49,6 +49,17 @@ def test_compare_results_names_the_better_model_and_formats_a_table():
     assert rec["diff"] == pytest.approx(0.5) and rec["better"] and rec["significant"]
     text = format_comparison(comp)
     assert "tuned" in text and "+0.5000 [" in text and "95% CI" in text
+    assert text.count(" *") == 1 and text.endswith("* the interval excludes 0")
+
+
+def test_the_legend_of_the_mark_only_when_a_row_is_marked():
+    # a retrain on the real model printed the legend under two unmarked rows, which read
+    # as if both intervals excluded 0
+    base = result("base", [1.0, 0.0] * 50)
+    near = result("near", [1.0, 0.0] * 49 + [1.0, 1.0])
+    comp = compare_results([base, near], samples=300, seed=0)
+    assert not comp["differences"]["near"]["accuracy"]["significant"]
+    assert "excludes 0" not in format_comparison(comp)
     with pytest.raises(ValueError, match="not comparable"):
         compare_results([base, result("short", [1.0])])
 
