@@ -88,6 +88,29 @@ def test_an_unknown_response_is_404(server):
     assert err["error"]["param"] == "response_id" and err["error"]["type"] == "not_found_error"
 
 
+def test_an_answer_another_server_logs_a_moment_later_takes_its_feedback(server):
+    # another server on the same database answered it; its log writer commits ~1 s later
+    from dataclasses import asdict
+
+    from db_records import make_record
+    from tunelab.db import open_database
+    from tunelab.db.tables import RequestLogRow
+
+    def log_it_later() -> None:
+        time.sleep(0.8)
+        row = make_record(1, request_id="chatcmpl-fromanotherserver", model="tiny")
+        with open_database(server.db_url) as db, db.session() as s:
+            s.add(RequestLogRow(**asdict(row)))
+            s.commit()
+
+    writer = threading.Thread(target=log_it_later)
+    writer.start()
+    status, _, body = _post(server, {"response_id": "chatcmpl-fromanotherserver", "rating": "up"})
+    writer.join()
+    assert status == 200, body
+    assert _row(server, "chatcmpl-fromanotherserver").rating == "up"
+
+
 @pytest.mark.parametrize(("change", "param"), [
     ({"colour": "red"}, "colour"),
     ({"rating": "meh"}, "rating"),

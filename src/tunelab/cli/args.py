@@ -117,7 +117,10 @@ def since_time(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(timezone.utc)
     m = _AGO.match(text)
     if m:
-        return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        except (OverflowError, ValueError):  # a span before year 1
+            raise argparse.ArgumentTypeError(f"reaches back before year 1 (given: {text!r})") from None
     try:
         t = datetime.fromisoformat(text.strip())
     except ValueError:

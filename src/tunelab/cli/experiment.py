@@ -116,6 +116,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     if report["srm"]["alarm"]:
         print("warning: sample ratio mismatch: the split does not match the weights; find "
               "out why before trusting any difference", file=sys.stderr)
+        print("hint: if the weights changed during the experiment (a promoted canary, an "
+              "admin change), users assigned before keep their variant: judge the split "
+              "from the change on with --since <time of the change>", file=sys.stderr)
     if result.html is not None:
         print(f"report: {result.html}")
     if a.json:

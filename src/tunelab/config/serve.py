@@ -48,12 +48,17 @@ class FilterSettings(_Section):
         return v
 
 
+MAX_WEIGHT = 1e6  # weights are relative; a bigger one is a typo, and inf would route nobody
+
+
 class VariantSettings(_Section):
     """One arm of an experiment: a served model and its share of new units."""
 
     name: str = Field(min_length=1, max_length=200)  # said in the response header and logged
     model: str = Field(min_length=1)  # a served model's name or alias
-    weight: float = Field(ge=0)  # relative share of units not yet assigned; need not sum to 1
+    # relative share of units not yet assigned; need not sum to 1 (finite: an infinite
+    # weight would make every share NaN)
+    weight: float = Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
 
 
 class ExperimentSettings(_Section):

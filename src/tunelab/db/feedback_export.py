@@ -81,7 +81,7 @@ def feedback_with_requests(db: Database, since: datetime | None = None, model: s
              .outerjoin(RequestLogRow, RequestLogRow.request_id == FeedbackRow.response_id)
              .order_by(FeedbackRow.id, RequestLogRow.id))
     if since is not None:
-        query = query.where(FeedbackRow.created_at >= since)
+        query = query.where(FeedbackRow.updated_at >= since)  # a correction added later counts
     if model is not None:
         query = query.where(RequestLogRow.model == model)
     if experiment is not None:

@@ -32,3 +32,8 @@ def test_an_iso_time_is_utc_unless_it_names_a_zone():
 def test_refused(text, why):
     with pytest.raises(argparse.ArgumentTypeError, match=why):
         since_time(text, NOW)
+
+
+def test_a_span_before_year_one_is_a_clean_error_not_an_overflow():
+    with pytest.raises(argparse.ArgumentTypeError, match="before year 1"):
+        since_time("999999999d", NOW)

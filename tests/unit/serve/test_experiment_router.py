@@ -219,3 +219,31 @@ def test_a_unit_assigned_elsewhere_is_read_not_redrawn(db):
     other = "a" if want == "b" else "b"
     assign(db, "exp", "zed", other)  # another server stored it first
     assert _route(router, "exp", "zed").variant == other
+
+
+def test_weights_must_be_finite_in_the_config_and_the_admin_route():
+    import math
+
+    from pydantic import ValidationError
+
+    from tunelab.serve.app.experiments import WeightsUpdate
+
+    inf = [{"name": "a", "model": "m", "weight": math.inf}, {"name": "b", "model": "m", "weight": 1}]
+    with pytest.raises(ConfigError) as info:
+        serve_settings({"experiments": [{"name": "x", "variants": inf}]})
+    assert "experiments.0.variants.0.weight" in str(info.value)
+    with pytest.raises(ValidationError):
+        WeightsUpdate.model_validate_json('{"weights": {"a": Infinity, "b": 1}}')
+    with pytest.raises(ValidationError):
+        WeightsUpdate.model_validate({"weights": {"a": 1e9}})
+
+
+def test_a_user_holding_a_nul_is_refused_before_it_becomes_a_stored_unit():
+    from pydantic import ValidationError
+
+    from tunelab.serve.app.schemas import ChatRequest
+
+    ok = {"model": "exp", "messages": [{"role": "user", "content": "hi"}]}
+    assert ChatRequest.model_validate({**ok, "user": "ann"}).user == "ann"
+    with pytest.raises(ValidationError, match="NUL"):
+        ChatRequest.model_validate({**ok, "user": "a\x00b"})

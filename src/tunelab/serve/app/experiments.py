@@ -38,13 +38,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from tunelab.config.serve import ExperimentSettings, load_serve_settings
+from tunelab.config.serve import MAX_WEIGHT, ExperimentSettings, load_serve_settings
 from tunelab.db import NAME_LENGTH, Database
 from tunelab.db import assignments as store
 from tunelab.errors import ConfigError, TunelabError, UsageError
@@ -351,7 +351,9 @@ class WeightsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weights: dict[str, float] = Field(min_length=1)  # variant -> relative weight (>= 0)
+    # variant -> relative weight (>= 0, finite: JSON's Infinity would make every share NaN)
+    weights: dict[str, Annotated[float, Field(allow_inf_nan=False, le=MAX_WEIGHT)]] = \
+        Field(min_length=1)
     reassign: bool = False  # true: forget every unit's variant, draw again under the new weights
 
     def negative(self) -> list[str]:

@@ -30,6 +30,7 @@ This module knows nothing of models or the engine.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -55,8 +56,12 @@ from tunelab.errors import DatabaseError
 from tunelab.serve.app.errors import INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, APIError
 from tunelab.serve.app.metrics import ServeMetrics
 
+log = logging.getLogger(__name__)
+
 RECENT = 50_000  # responses remembered: minutes of traffic at hundreds per second, ~10 MB
 LOG_WAIT_SECONDS = 5.0  # the log writer commits at least every second; this covers a slow one
+# an id this process never answered: wait this long for another server's log before 404
+OTHER_SERVER_WAIT_SECONDS = 2.5
 _POLL_SECONDS = 0.05
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _FIELDS = ("response_id", "rating", "score", "correction", "comment", "user")
@@ -162,7 +167,9 @@ async def _write_waiting_for_the_log(db: Database, recent: RecentResponses | Non
             raise _refused(e) from None
         known = recent.status(fb.response_id) if recent is not None else None
         if known is None:
-            raise _refused(e) from None
+            # Not answered here: another server on the same database may have answered it
+            # a moment ago, and its log writer commits about once a second.
+            return await _wait_for_another_server(db, fb, key, e)
         if known != ANSWERED:
             raise APIError(422, f"the response {fb.response_id!r} was not answered (status "
                                 f"{known}); only answered responses take feedback",
@@ -184,6 +191,19 @@ async def _write_waiting_for_the_log(db: Database, recent: RecentResponses | Non
                    code="log_behind", retry_after=LOG_WAIT_SECONDS)
 
 
+async def _wait_for_another_server(db: Database, fb: FeedbackInput, key: str | None,
+                                   refused: FeedbackRefused) -> FeedbackWrite:
+    deadline = time.monotonic() + OTHER_SERVER_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(_POLL_SECONDS * 4)
+        if await run_in_threadpool(_status, db, fb.response_id) is not None:
+            try:
+                return await run_in_threadpool(_write, db, fb, key)
+            except FeedbackRefused as e:
+                raise _refused(e) from None
+    raise _refused(refused)
+
+
 def _write(db: Database, fb: FeedbackInput, key: str | None) -> FeedbackWrite:
     try:
         return write_feedback(db, fb, idempotency_key=key)
@@ -199,9 +219,11 @@ def _status(db: Database, response_id: str) -> int | None:
 
 
 def _unavailable(e: DatabaseError) -> APIError:
-    # the message names the URL without its password, and the driver's reason
-    return APIError(503, f"feedback not stored: {e.message}", UNAVAILABLE,
-                    code="database_unavailable", retry_after=1)
+    # the client learns only that the database is unavailable; where it is and the
+    # driver's reason (the URL without its password) go to the operator's log
+    log.warning("feedback not stored: %s", e.message)
+    return APIError(503, "feedback not stored: the database is unavailable; retry later",
+                    UNAVAILABLE, code="database_unavailable", retry_after=1)
 
 
 def _refused(e: FeedbackRefused) -> APIError:

@@ -89,6 +89,14 @@ class _Sampling(_Body):
             return v
         raise ValueError("is not supported by this server; leave it unset")
 
+    @field_validator("user")
+    @classmethod
+    def _user_storable(cls, v: str | None) -> str | None:
+        # the user is an experiment's unit and a stored key: PostgreSQL text holds no NUL
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain a NUL character")
+        return v
+
     @field_validator("stop")
     @classmethod
     def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
