@@ -14,6 +14,10 @@ from pathlib import Path
 
 from tunelab.db import RequestRecord
 
+# The review app's tables (migration 0003).
+REVIEW_TABLES = {"review_user", "review_session", "review_login_failure", "review_project",
+                 "review_guideline", "review_item", "review_assignment", "review_adjudication",
+                 "review_export"}
 COLUMNS = {"id", "request_id", "created_at", "endpoint", "model", "user", "prompt", "answer",
            "prompt_tokens", "completion_tokens", "latency_ms", "time_to_first_token_ms",
            "finish_reason", "status_code", "stream", "filtered", "experiment", "variant"}

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from db_records import COLUMNS, assert_concurrent_opens_succeed, make_record, private_record
+from db_records import COLUMNS, REVIEW_TABLES, assert_concurrent_opens_succeed, make_record, private_record
 from tunelab.db import RequestLogWriter, open_database, recent_requests
 from tunelab.db.tables import Base
 
@@ -24,7 +24,7 @@ def test_migrations_from_empty_on_postgresql(fresh_postgres_url):
         assert db.backend == "postgresql"
         insp = inspect(db.engine)
         assert set(insp.get_table_names()) == {"alembic_version", "request_log", "feedback",
-                                               "experiment_assignment"}
+                                               "experiment_assignment", *REVIEW_TABLES}
         columns = {c["name"]: c for c in insp.get_columns("request_log")}
         assert set(columns) == COLUMNS
         assert str(columns["id"]["type"]) == "BIGINT" and columns["id"]["autoincrement"]
@@ -34,14 +34,14 @@ def test_migrations_from_empty_on_postgresql(fresh_postgres_url):
                 "ix_request_log_experiment"}
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).all() \
-                == [("0002",)]
+                == [("0003",)]
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_three_processes_opening_one_new_database_at_once_take_turns(fresh_postgres_url):
     assert_concurrent_opens_succeed(fresh_postgres_url)
     with open_database(fresh_postgres_url) as db, db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0003",)]
 
 
 def test_rows_written_by_the_writer_are_read_back(postgres_url):

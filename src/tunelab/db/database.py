@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,9 @@ _PG_MIGRATION_LOCK = 0x74756E656C6162  # pg_advisory_xact_lock key ("tunelab" in
 # Alembic runs through module-level proxies (``alembic.context``, ``alembic.op``): two
 # migrations in one process at once would share them. Processes take turns in the database.
 _MIGRATING = threading.Lock()
+# One lock per SQLite engine: the writers of one process take turns (write_transaction).
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
 _URL_HINT = "write it as sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
 
 
@@ -121,6 +125,31 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.safe_url!r})"
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Connection]:
+    """A transaction for a read-then-write that must not interleave with another writer.
+
+    On SQLite it begins ``IMMEDIATE`` (the write lock is taken first, so what it reads
+    cannot go stale before it writes), after the threads of this process took turns on a
+    lock of their own: SQLite's busy handler makes waiting writers sleep and poll (up to
+    100 ms a nap), a thread lock hands over at once. On PostgreSQL it is a plain
+    transaction: callers rely on unique constraints and row locks (``FOR UPDATE``).
+
+    Yields:
+        The connection, inside the transaction (committed on a clean exit).
+    """
+    if db.backend != "sqlite":
+        with db.engine.connect() as conn, conn.begin():
+            yield conn
+        return
+    with _LOCKS_LOCK:
+        turn = _SQLITE_WRITERS.setdefault(db.engine, threading.Lock())
+    with turn, db.engine.connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 def alembic_config(connection: Connection) -> Config:

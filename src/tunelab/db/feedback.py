@@ -40,19 +40,15 @@ commits about once a second); waiting for it is the caller's business.
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from tunelab.db.database import Database
+from tunelab.db.database import Database, write_transaction
 from tunelab.db.tables import ID_LENGTH, NAME_LENGTH, FeedbackRow, RequestLogRow
 from tunelab.errors import DatabaseError, UsageError
 
@@ -64,9 +60,6 @@ _ATTEMPTS = 5  # unique-constraint races retried; each retry sees the winner's c
 _VALUES = ("rating", "score", "correction", "comment")
 
 Outcome = Literal["created", "updated", "replayed"]
-# One lock per SQLite engine: this process's feedback writers take turns (see above).
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_LOCK = threading.Lock()
 
 
 class FeedbackRefused(UsageError):
@@ -214,7 +207,7 @@ def write_feedback(db: Database, fb: FeedbackInput, idempotency_key: str | None 
     when = now or datetime.now(timezone.utc)
     for attempt in range(_ATTEMPTS):
         try:
-            with _write_transaction(db) as conn:
+            with write_transaction(db) as conn:
                 return _write_once(conn, fb, idempotency_key, when)
         except IntegrityError:
             # A concurrent write took the (response, user) pair or the key first; its
@@ -316,20 +309,6 @@ def rated_responses(db: Database, since: datetime | None = None, until: datetime
 
 
 # --- the write -------------------------------------------------------------------------
-
-@contextmanager
-def _write_transaction(db: Database) -> Iterator[Connection]:
-    if db.backend != "sqlite":
-        with db.engine.connect() as conn, conn.begin():
-            yield conn
-        return
-    with _LOCKS_LOCK:
-        turn = _SQLITE_WRITERS.setdefault(db.engine, threading.Lock())
-    with turn, db.engine.connect() as conn:
-        conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            yield conn
-
 
 def _write_once(conn: Connection, fb: FeedbackInput, key: str | None, when: datetime
                 ) -> FeedbackWrite:

@@ -131,6 +131,11 @@ class FeedbackRow(Base):
     comment: Mapped[str | None] = mapped_column(Text())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # set by a feedback review project (migration 0003): "approved" or "rejected", and
+    # the correction the reviewers settled on (None: the user's own stands)
+    review_status: Mapped[str | None] = mapped_column(String(SHORT_LENGTH))
+    review_correction: Mapped[str | None] = mapped_column(Text())
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("response_id", "user", name="uq_feedback_response_user"),
@@ -148,3 +153,149 @@ class ExperimentAssignmentRow(Base):
     unit: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     variant: Mapped[str] = mapped_column(String(NAME_LENGTH))
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ---- human review (migration 0003) ------------------------------------------------------
+# The review app's tables. JSON documents (a label schema, what an item shows, an answer)
+# are stored as text: SQLite and PostgreSQL read them alike, and no query looks inside.
+HASH_LENGTH = 64  # a SHA-256 hex digest
+PASSWORD_HASH_LENGTH = 255  # an argon2 encoded hash is about 100 characters
+REF_LENGTH = 500  # an item's source reference (a file and line, a request id ...)
+
+
+class ReviewUserRow(Base):
+    """A person who uses the review app: ``role`` admin, reviewer or adjudicator.
+
+    ``password_hash`` is an argon2id hash (never the password)."""
+
+    __tablename__ = "review_user"
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    role: Mapped[str] = mapped_column(String(SHORT_LENGTH))
+    password_hash: Mapped[str] = mapped_column(String(PASSWORD_HASH_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReviewSessionRow(Base):
+    """A signed-in browser: the SHA-256 of its cookie token (never the token itself)."""
+
+    __tablename__ = "review_session"
+
+    token_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer())
+    csrf_token: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReviewLoginFailureRow(Base):
+    """One failed sign-in for a user name (known or not): what login throttling counts."""
+
+    __tablename__ = "review_login_failure"
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_review_login_failure_name", "name", "failed_at"),)
+
+
+class ReviewProjectRow(Base):
+    """A review project: its kind (output, data, feedback), label schema (JSON), how many
+    reviewers answer each item, and the current guideline version."""
+
+    __tablename__ = "review_project"
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    kind: Mapped[str] = mapped_column(String(SHORT_LENGTH))
+    label_schema: Mapped[str] = mapped_column(Text())
+    reviews_per_item: Mapped[int] = mapped_column(Integer())
+    guideline_version: Mapped[int] = mapped_column(Integer())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReviewGuidelineRow(Base):
+    """Every version of a project's guideline (Markdown): answers name the one they saw."""
+
+    __tablename__ = "review_guideline"
+
+    project_id: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    text: Mapped[str] = mapped_column(Text())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReviewItemRow(Base):
+    """One thing to review. ``shown`` is what reviewers see, ``hidden`` what they must not
+    (which model wrote which answer, the original row); ``status`` is open, agreed,
+    disagreed (waiting for adjudication) or adjudicated."""
+
+    __tablename__ = "review_item"
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(Integer())
+    source: Mapped[str] = mapped_column(String(SHORT_LENGTH))
+    source_ref: Mapped[str] = mapped_column(String(REF_LENGTH))
+    shown: Mapped[str] = mapped_column(Text())
+    hidden: Mapped[str] = mapped_column(Text())
+    status: Mapped[str] = mapped_column(String(SHORT_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "source_ref", name="uq_review_item_ref"),
+        Index("ix_review_item_status", "project_id", "status"),
+    )
+
+
+class ReviewAssignmentRow(Base):
+    """One item given to one reviewer, and the answer once submitted (JSON).
+
+    Unique per (item, reviewer): nobody gets an item twice; unique per (item, slot):
+    no item gets more reviewers than its project asks for, even when two claim at once."""
+
+    __tablename__ = "review_assignment"
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(Integer())
+    user_id: Mapped[int] = mapped_column(Integer())
+    slot: Mapped[int] = mapped_column(Integer())
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    answer: Mapped[str | None] = mapped_column(Text())
+    guideline_version: Mapped[int | None] = mapped_column(Integer())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("item_id", "user_id", name="uq_review_assignment_user"),
+        UniqueConstraint("item_id", "slot", name="uq_review_assignment_slot"),
+        Index("ix_review_assignment_user", "user_id", "answered_at"),
+    )
+
+
+class ReviewAdjudicationRow(Base):
+    """The final decision on a disagreed item, with the answers it overruled (JSON)."""
+
+    __tablename__ = "review_adjudication"
+
+    item_id: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer())
+    decision: Mapped[str] = mapped_column(Text())
+    answers: Mapped[str] = mapped_column(Text())
+    guideline_version: Mapped[int] = mapped_column(Integer())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReviewExportRow(Base):
+    """One export of a project: what it wrote, from which reviewers and guideline versions."""
+
+    __tablename__ = "review_export"
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(Integer())
+    kind: Mapped[str] = mapped_column(String(SHORT_LENGTH))
+    path: Mapped[str] = mapped_column(Text())
+    items: Mapped[int] = mapped_column(Integer())
+    provenance: Mapped[str] = mapped_column(Text())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from db_records import COLUMNS, make_record, private_record
+from db_records import COLUMNS, REVIEW_TABLES, make_record, private_record
 from tunelab.cli import exits
 from tunelab.db import (
     NAME_LENGTH,
@@ -38,7 +38,7 @@ def test_migrations_from_empty_make_the_table_and_record_the_revision(tmp_path):
     with open_database(f"sqlite:///{path}") as db:
         insp = inspect(db.engine)
         assert set(insp.get_table_names()) == {"alembic_version", "request_log", "feedback",
-                                               "experiment_assignment"}
+                                               "experiment_assignment", *REVIEW_TABLES}
         assert {c["name"] for c in insp.get_columns("request_log")} == COLUMNS
         assert insp.get_pk_constraint("request_log")["constrained_columns"] == ["id"]
         indexes = {i["name"]: i["column_names"] for i in insp.get_indexes("request_log")}
@@ -48,7 +48,7 @@ def test_migrations_from_empty_make_the_table_and_record_the_revision(tmp_path):
                            "ix_request_log_experiment": ["experiment", "variant"]}
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).all() \
-                == [("0002",)]
+                == [("0003",)]
             # the tables module and the migrations describe the same schema
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     # a second open upgrades nothing and keeps the rows
@@ -193,5 +193,5 @@ def test_a_database_of_the_first_revision_is_upgraded_and_keeps_its_rows(tmp_pat
         old = recent_requests(db)
         assert [(r.request_id, r.experiment, r.variant) for r in old] == [("chatcmpl-old", None, None)]
         with db.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0003",)]
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
