@@ -11,7 +11,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from db_records import COLUMNS, REVIEW_TABLES, assert_concurrent_opens_succeed, make_record, private_record
+from db_records import (
+    COLUMNS,
+    REVIEW_TABLES,
+    assert_concurrent_opens_succeed,
+    make_record,
+    private_record,
+)
 from tunelab.db import RequestLogWriter, open_database, recent_requests
 from tunelab.db.tables import Base
 

@@ -14,7 +14,6 @@ its own, so neither the engines nor the requests wait for the file.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 import socket
@@ -45,16 +44,6 @@ def engine_settings(s: ServeSettings) -> EngineSettings:
 
     return EngineSettings(max_batch_size=s.max_batch_size, max_queue=s.max_queue,
                           prefill_tokens=s.prefill_tokens)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable only from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_serve(settings: ServeSettings, api_keys: list[str],
@@ -92,7 +81,7 @@ def run_serve(settings: ServeSettings, api_keys: list[str],
     from tunelab.db import RequestLogWriter, open_database
     from tunelab.serve.app.api import create_app
     from tunelab.serve.app.drift_watch import watch_drift
-    from tunelab.serve.app.server import DrainingServer, bind_socket
+    from tunelab.serve.app.server import DrainingServer, bind_socket, is_loopback
     from tunelab.serve.registry import load_registry
 
     if not is_loopback(settings.host):

@@ -221,7 +221,8 @@ def test_serve_settings_from_a_file_and_flags(tmp_path):
 
 
 def test_engine_settings_are_built_from_the_serve_settings():
-    from tunelab.recipes.serve import engine_settings, is_loopback
+    from tunelab.recipes.serve import engine_settings
+    from tunelab.serve.app.server import is_loopback
 
     e = engine_settings(ServeSettings(max_batch_size=3, max_queue=5, prefill_tokens=7))
     assert (e.max_batch_size, e.max_queue, e.prefill_tokens) == (3, 5, 7)
