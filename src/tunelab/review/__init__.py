@@ -1,0 +1,1 @@
+"""The human-review web app: projects, double review, agreement, adjudication, export."""
