@@ -11,9 +11,10 @@ This package knows nothing of models or training: it shows items and stores answ
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import FastAPI, Request
 from starlette.responses import RedirectResponse, Response
-from urllib.parse import quote
 
 from tunelab.config.review import ReviewSettings
 from tunelab.db.database import Database

@@ -11,7 +11,7 @@ This module knows nothing of the database or of who is signed in.
 from __future__ import annotations
 
 import secrets
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -31,7 +31,7 @@ def _markdown(text: str) -> Markup:
 _ENV.filters["markdown"] = _markdown
 
 
-@lru_cache(maxsize=None)
+@cache
 def _asset(name: str) -> str:
     return resources.files("tunelab.review.app").joinpath("static", name).read_text("utf-8")
 
