@@ -1,4 +1,4 @@
-"""`tunelab eval` and `tunelab review import`: arguments, printing and exit codes.
+"""`tunelab eval`: arguments, printing and exit codes.
 
 ``register`` adds both commands. `eval` exits 0 on success and 1 when ``--fail-on-bias``
 is given and a fairness threshold is exceeded; with ``--json`` the last line printed is
@@ -13,7 +13,7 @@ import json
 import sys
 
 from tunelab.cli import exits
-from tunelab.cli.args import non_negative_int, positive_int, rate, show_help
+from tunelab.cli.args import non_negative_int, positive_int, rate
 from tunelab.config.evaluation import DEFAULT_MAX_NEW_TOKENS, EvalSettings
 from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import ConfigError
@@ -22,7 +22,7 @@ TASKS = ("classify", "regress", "generate", "perplexity", "bbq")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``eval`` and ``review`` to the top-level sub-parsers."""
+    """Add ``eval`` to the top-level sub-parsers."""
     e = sub.add_parser(
         "eval", help="evaluate models: classify, regress, generate, perplexity, bbq",
         description="Evaluate one model, or compare several on the same rows, with slices, "
@@ -80,15 +80,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
-
-    r = sub.add_parser("review", help="human review sheets: import ratings")
-    r.set_defaults(func=show_help(r))
-    rs = r.add_subparsers(dest="review_cmd", metavar="COMMAND")
-    ri = rs.add_parser("import", help="win rate, mean score and rater agreement from sheets")
-    ri.add_argument("files", nargs="+", metavar="FILE", help="filled review sheets")
-    ri.add_argument("--key", default=None, help="review_key.json (default: beside the first)")
-    ri.add_argument("--json", action="store_true", help="print the report as one JSON line last")
-    ri.set_defaults(func=cmd_review_import)
 
 
 def _default(field: str) -> object:
@@ -204,13 +195,3 @@ def format_summary(report: dict) -> str:
                          f"{_num(gf['demographic_parity_difference'])}, equalized odds gap "
                          f"{_num(gf['equalized_odds_gap'])}")
     return "\n".join(lines)
-
-
-def cmd_review_import(a: argparse.Namespace) -> int:
-    from tunelab.eval.review import format_reviews, import_reviews
-
-    report = import_reviews(a.files, a.key)
-    print(format_reviews(report))
-    if a.json:
-        print(json.dumps(report))
-    return exits.OK

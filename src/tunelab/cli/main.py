@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate.register(sub)
 
+    from tunelab.cli import review
+
+    review.register(sub)
+
     from tunelab.cli import serve
 
     serve.register(sub)
