@@ -299,6 +299,12 @@ def claim_next(db: Database, project: Project, user_id: int) -> int | None:
 
 
 def _claim(conn: Connection, project: Project, user_id: int) -> int | None:
+    # Claims in a project take turns (the project row's lock on PostgreSQL; SQLite's write
+    # lock already does): racing for slots instead, a crowd of reviewers each lost again
+    # and again, and after _CLAIM_ATTEMPTS losses one was told "nothing left" while free
+    # slots remained (tests/integration/test_review_concurrency.py).
+    conn.execute(select(ReviewProjectRow.id).where(ReviewProjectRow.id == project.id)
+                 .with_for_update())
     taken = (select(func.count()).where(ReviewAssignmentRow.item_id == ReviewItemRow.id)
              .correlate(ReviewItemRow).scalar_subquery())
     mine = select(ReviewAssignmentRow.item_id).where(ReviewAssignmentRow.user_id == user_id)
