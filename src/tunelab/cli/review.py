@@ -45,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     us = u.add_subparsers(dest="user_cmd", metavar="COMMAND")
     ua = us.add_parser("add", help="create a user (asks for the password)")
     ua.add_argument("name", help="the user's sign-in name")
-    ua.add_argument("--role", required=True, choices=("admin", "reviewer", "adjudicator"))
+    ua.add_argument("--role", required=True, choices=("admin", "reviewer", "adjudicator"),
+                    help="admin (users, progress, agreement), reviewer (answers items) or "
+                         "adjudicator (settles disagreements)")
     ua.add_argument("--password-stdin", action="store_true",
                     help="read the password from the first line of stdin (for scripts)")
     ua.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
