@@ -16,7 +16,7 @@ import logging
 import sys
 
 from tunelab.cli import exits
-from tunelab.cli.args import port, show_help
+from tunelab.cli.args import port, positive_int, show_help
 from tunelab.config.review import DEFAULT_REVIEW_PORT
 from tunelab.errors import UsageError
 
@@ -44,14 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=show_help(u))
     us = u.add_subparsers(dest="user_cmd", metavar="COMMAND")
     ua = us.add_parser("add", help="create a user (asks for the password)")
-    ua.add_argument("name")
-    ua.add_argument("--role", required=True, choices=("admin", "reviewer", "adjudicator"))
+    ua.add_argument("name", help="the user's sign-in name")
+    ua.add_argument("--role", required=True, choices=("admin", "reviewer", "adjudicator"),
+                    help="admin (users, progress, agreement), reviewer (answers items) or "
+                         "adjudicator (settles disagreements)")
     ua.add_argument("--password-stdin", action="store_true",
                     help="read the password from the first line of stdin (for scripts)")
     ua.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     ua.set_defaults(func=cmd_user_add)
     up = us.add_parser("password", help="set a new password (ends their sessions, lifts a lock)")
-    up.add_argument("name")
+    up.add_argument("name", help="the user's sign-in name")
     up.add_argument("--password-stdin", action="store_true",
                     help="read the password from the first line of stdin")
     up.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
@@ -67,19 +69,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     pa = ps.add_parser("add", help="create a project with a guideline",
                        description="Kinds: output (answers of a model, alone or blinded side by "
                                    "side), data (training rows), feedback (users' corrections).")
-    pa.add_argument("name")
-    pa.add_argument("--kind", required=True, choices=("output", "data", "feedback"))
+    pa.add_argument("name", help="the project's name (no spaces or slashes)")
+    pa.add_argument("--kind", required=True, metavar="KIND",
+                    help="output, data or feedback (checked with the other inputs)")
     pa.add_argument("--guideline", required=True, metavar="FILE.md",
                     help="the annotation guideline (Markdown), shown beside every item")
     pa.add_argument("--schema", default=None, metavar="FILE.yaml",
                     help="label schema (default: the kind's own questions; README)")
-    pa.add_argument("--reviews", type=int, default=2, metavar="N",
+    pa.add_argument("--reviews", type=positive_int, default=2, metavar="N",
                     help="reviewers per item, 1 to 3 (default 2: double review)")
     pa.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     pa.set_defaults(func=cmd_project_add)
     pg = ps.add_parser("guideline", help="store a new guideline version")
-    pg.add_argument("name")
-    pg.add_argument("file", metavar="FILE.md")
+    pg.add_argument("name", help="the project")
+    pg.add_argument("file", metavar="FILE.md", help="the new guideline (Markdown)")
     pg.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     pg.set_defaults(func=cmd_project_guideline)
     pl = ps.add_parser("list", help="list projects with their item counts")
@@ -88,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.set_defaults(func=cmd_project_list)
 
     ag = rs.add_parser("agreement", help="agreement figures of a project")
-    ag.add_argument("name")
+    ag.add_argument("name", help="the project")
     ag.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     ag.add_argument("--json", action="store_true", help="print the figures as JSON")
     ag.set_defaults(func=cmd_agreement)

@@ -197,7 +197,8 @@ def get_project(db: Database, name: str) -> Project:
         if row is None:
             known = ", ".join(s.scalars(select(ReviewProjectRow.name))) or "none yet"
             raise UsageError(f"no review project named {name!r} (projects: {known})",
-                             hint="create it with `tunelab review project add NAME --kind ...`")
+                             hint="create it with `tunelab review project add NAME --kind output "
+                                  "--guideline guide.md`")
         text = s.scalar(select(ReviewGuidelineRow.text).where(
             ReviewGuidelineRow.project_id == row.id,
             ReviewGuidelineRow.version == row.guideline_version))

@@ -20,7 +20,7 @@ def _read_guideline(path: str) -> str:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: the guideline cannot be read ({e})",
-                         hint="give a Markdown file: --guideline guideline.md") from None
+                         hint="give a Markdown file, e.g. --guideline review_guide.md") from None
     if not text.strip():
         raise UsageError(f"{path}: the guideline is empty",
                          hint="write what reviewers should judge, with examples")

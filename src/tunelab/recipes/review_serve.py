@@ -1,7 +1,7 @@
 """`tunelab review serve`: open the database, bind the address, run the review app.
 
 The address is bound first (a taken port fails at once), then the database opens (and
-migrates). SIGTERM or Ctrl-C stops the server after the requests in flight (the app
+migrates); a database without users is refused (nobody could sign in). SIGTERM or Ctrl-C stops the server after the requests in flight (the app
 holds no long work: a page is a few queries). A non-loopback address is warned about:
 the app's cookies are ``Secure``, which browsers honour over plain HTTP only on
 localhost, so anything else belongs behind HTTPS.
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from tunelab.config.review import ReviewSettings
+from tunelab.errors import UsageError
 from tunelab.tracking.reporter import SILENT, Reporter
 
 STOP_GRACE_SECONDS = 5.0  # after a stop signal: for in-flight pages to finish
@@ -28,12 +29,13 @@ def run_review_serve(settings: ReviewSettings, on_ready: Callable[[str], None] |
         reporter: warnings (a non-loopback address).
 
     Raises:
-        UsageError: the address cannot be bound.
+        UsageError: the address cannot be bound, or no user exists.
         DatabaseError: the database cannot be opened or migrated.
     """
     import uvicorn
 
     from tunelab.db import open_database
+    from tunelab.db.review_users import list_users
     from tunelab.review.app import create_review_app
     from tunelab.serve.app.server import DrainingServer, bind_socket, is_loopback
 
@@ -46,6 +48,10 @@ def run_review_serve(settings: ReviewSettings, on_ready: Callable[[str], None] |
         stack.callback(sock.close)
         db = open_database(settings.db)
         stack.callback(db.close)
+        if not list_users(db):  # nobody could sign in: say how to start instead of serving
+            raise UsageError("the review database has no users yet, so nobody could sign in",
+                             hint="create an admin first: `tunelab review user add NAME "
+                                  "--role admin`")
         app = create_review_app(db, settings)
         config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
                                 loop="asyncio", lifespan="off",
