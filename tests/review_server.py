@@ -117,11 +117,16 @@ class ReviewServer:
         return WebClient(self.port)
 
 
-def start_review_server(folder: Path, db_url: str | None = None,
-                        timeout: float = 60) -> ReviewServer:
-    """Start `tunelab review serve --port 0` with its log (stdout and stderr) in ``folder``."""
+def start_review_server(folder: Path, users: dict[str, tuple[str, str]],
+                        db_url: str | None = None, timeout: float = 60) -> ReviewServer:
+    """Create ``users`` (name -> (role, password)) with the CLI, then start `tunelab review
+    serve --port 0` with its log (stdout and stderr) in ``folder`` (the app refuses a
+    database without users)."""
     folder.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{folder / 'review.db'}"
+    for name, (role, password) in users.items():
+        tunelab("review", "user", "add", name, "--role", role, "--password-stdin", "--db",
+                db_url, stdin=password + "\n")
     env = review_env(folder)
     log = folder / "server.log"
     with open(log, "wb") as out:

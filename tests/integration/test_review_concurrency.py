@@ -49,11 +49,10 @@ def test_two_reviewers_submitting_one_item_at_once_both_land(tmp_path):
     from tunelab.db import open_database
     from tunelab.db.review import get_item, item_answers
 
-    server = start_review_server(tmp_path / "server")
+    passwords = {"alice": "alice-pass-123456", "bob": "bob-pass-1234567"}
+    server = start_review_server(tmp_path / "server",
+                                 {n: ("reviewer", p) for n, p in passwords.items()})
     try:
-        passwords = {"alice": "alice-pass-123456", "bob": "bob-pass-1234567"}
-        for name, password in passwords.items():
-            server.add_user(name, "reviewer", password)
         server.add_project("conc")
         rounds = 6
         add_sheet(server, "conc", write_sheet(tmp_path / "sheet", [

@@ -32,10 +32,9 @@ PROJECT = "sec"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    server = start_review_server(tmp_path_factory.mktemp("review-security"))
+    server = start_review_server(tmp_path_factory.mktemp("review-security"),
+                                 {name: (role, PASSWORDS[name]) for name, role in ROLES.items()})
     try:
-        for name, role in ROLES.items():
-            server.add_user(name, role, PASSWORDS[name])
         server.add_project(PROJECT)
         add_sheet(server, PROJECT, write_sheet(server.folder / "sheet", [
             SheetItem(f"What is {n} + {n}?", (str(2 * n),), ("m1",)) for n in range(1, 7)]))
