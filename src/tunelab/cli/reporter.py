@@ -38,6 +38,11 @@ STEADY_WINDOW = 25
 machine that gets busier or freer; a median, so a step that also validated or saved a
 checkpoint does not move it."""
 
+BURST_SECONDS = 0.05
+"""Updates closer together than this are one update: a batch of generations finishes
+together, and 15 of its 16 completions arriving 0 s apart made the median pace 0, so the
+evaluation showed "ETA 00:00 (90900.8 prompt/s)" with a minute left."""
+
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 _COUNT_FORMAT = "{desc}: {n_fmt} {unit} [{elapsed}{postfix}]"  # no total: no bar, no ETA
 
@@ -58,22 +63,30 @@ class SteadyEta:
         self.clock = clock
         self.updates = 0
         self.last = clock()
-        self.steady: deque[float] = deque(maxlen=STEADY_WINDOW)  # seconds per unit
+        self.steady: deque[tuple[float, int]] = deque(maxlen=STEADY_WINDOW)  # (seconds, units)
+        self._sampled = False  # whether the last update opened a steady sample
 
     def update(self, n: int = 1) -> None:
         """``n`` more units are done now."""
         if n <= 0:
             return
         now = self.clock()
-        self.updates += 1
-        if self.updates > WARMUP_UPDATES:
-            self.steady.append((now - self.last) / n)
+        gap = now - self.last
+        if self.updates and gap < BURST_SECONDS:  # the same burst: one update
+            if self._sampled:
+                seconds, units = self.steady[-1]
+                self.steady[-1] = (seconds + gap, units + n)
+        else:
+            self.updates += 1
+            self._sampled = self.updates > WARMUP_UPDATES
+            if self._sampled:
+                self.steady.append((gap, n))
         self.last = now
         self.n += n
 
     def seconds_per_unit(self) -> float | None:
         """The steady pace, or None while still warming up."""
-        return statistics.median(self.steady) if self.steady else None
+        return statistics.median(s / u for s, u in self.steady) if self.steady else None
 
     def remaining(self) -> float | None:
         """Seconds left, or None while warming up or when the total is unknown."""

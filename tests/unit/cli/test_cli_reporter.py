@@ -73,6 +73,19 @@ def test_eta_per_unit_with_several_units_per_update_and_a_resumed_start():
     assert unknown.remaining() is None and unknown.text("row") == "2.00 s/row"
 
 
+def test_eta_takes_a_burst_of_updates_as_one():
+    # continuous batching: 16 generations finish within a millisecond, every 4 s
+    clock = FakeClock()
+    eta = SteadyEta(total=160, clock=clock)
+    for _ in range(6):
+        clock.now += 4.0
+        for _ in range(16):
+            eta.update()
+            clock.now += 0.0001
+    assert eta.seconds_per_unit() == pytest.approx(0.25, rel=0.01)
+    assert eta.text("prompt") == "ETA 00:16 (4.0 prompt/s)"
+
+
 def test_bar_draws_our_eta_not_tqdms():
     clock, out = FakeClock(), io.StringIO()
     bar = EtaBar(total=100, desc="train", unit="step", file=out, clock=clock)
