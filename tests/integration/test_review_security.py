@@ -228,3 +228,17 @@ def test_cookies_and_security_headers(site):
     assert home.headers["X-Content-Type-Options"] == "nosniff"
     assert home.headers["Cache-Control"] == "no-store"
     assert "Content-Security-Policy" in client.get("/login").headers
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/x",
+                                    "/\\evil.example/x", "/\t/evil.example/x"])
+def test_sign_in_never_redirects_off_site(site, target):
+    # browsers read "/\evil" and "/<tab>/evil" as "//evil" (WHATWG URL parsing): another site
+    client = site.client()
+    page = client.get("/login")
+    out = client.request("POST", "/login", {"csrf_token": page.csrf(), "next": target,
+                                            "name": "alice", "password": PASSWORDS["alice"]})
+    assert out.status == 303
+    location = out.location
+    assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
+    assert not any(c == "\\" or ord(c) < 33 for c in location), location
