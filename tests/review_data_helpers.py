@@ -11,17 +11,31 @@ from datetime import timedelta
 from sqlalchemy import insert, select
 
 from db_records import T0, make_record
+from tunelab.data.example import Message
 from tunelab.db import open_database
 from tunelab.db.database import Database
 from tunelab.db.review import Project, adjudicate, claim_next, get_project, submit_answer
 from tunelab.db.review_users import add_user
 from tunelab.db.tables import FeedbackRow, RequestLogRow, ReviewItemRow
+from tunelab.eval.review import write_review_sheet
+from tunelab.eval.rows import EvalRow
+from tunelab.eval.tasks import TaskResult
 
 
 def chat(text: str, system: str | None = None) -> str:
     msgs = ([{"role": "system", "content": system}] if system else []) + \
         [{"role": "user", "content": text}]
     return json.dumps(msgs)
+
+
+def make_sheet(folder, n: int = 3):
+    """A real `tunelab eval --review` sheet of n of 6 rows, two models (base, tuned)."""
+    rows = [EvalRow(f"r{i}", [Message("system", "Be brief."),
+                              Message("user", f"What is {i}+{i}?\n\nShow it.")], str(2 * i))
+            for i in range(6)]
+    results = [TaskResult("qa", model, {}, [{"answer": f"{model} says {2 * i}"} for i in range(6)])
+               for model in ("base", "tuned")]
+    return write_review_sheet(folder, rows, results, n=n, seed=3)
 
 
 def open_db(tmp_path) -> Database:

@@ -7,12 +7,8 @@ import json
 
 import pytest
 
-from review_data_helpers import chat, give_feedback, log_requests, open_db
-from tunelab.data.example import Message
+from review_data_helpers import chat, give_feedback, log_requests, make_sheet, open_db
 from tunelab.errors import DataError
-from tunelab.eval.review import write_review_sheet
-from tunelab.eval.rows import EvalRow
-from tunelab.eval.tasks import TaskResult
 from tunelab.review.sources import (
     items_from_data_file,
     items_from_eval_sheet,
@@ -22,15 +18,6 @@ from tunelab.review.sources import (
     items_from_negative_feedback,
     prompt_messages,
 )
-
-
-def make_sheet(folder, n: int = 3):
-    rows = [EvalRow(f"r{i}", [Message("system", "Be brief."),
-                              Message("user", f"What is {i}+{i}?\n\nShow it.")], str(2 * i))
-            for i in range(4)]
-    results = [TaskResult("qa", model, {}, [{"answer": f"{model} says {2 * i}"} for i in range(4)])
-               for model in ("base", "tuned")]
-    return write_review_sheet(folder, rows, results, n=n, seed=3)
 
 
 def test_eval_sheet_items_keep_the_blinding_and_the_messages(tmp_path):
