@@ -113,7 +113,7 @@ def add_to_project(project: str, file: str | Path | None = None, *, db_url: str 
                     f"project {proj.name!r} is a {proj.kind} project and {source} items belong "
                     f"in a {SOURCE_KINDS[source]} project; nothing was added",
                     hint=f"create one with `tunelab review project add NAME --kind "
-                         f"{SOURCE_KINDS[source]}` and add them there")
+                         f"{SOURCE_KINDS[source]} --guideline GUIDE.md` and add them there")
         got = Collected()
         if path is not None:
             got.extend(items_from_eval_sheet(path, key_path) if wanted[0] == "eval_sheet"

@@ -21,8 +21,8 @@ log_negative       request with negative feedback    ``log:<request id>`` (same 
                                                      same item as a sampled one)
 experiment_pair    two variants' answers to one      ``experiment:<name>:<id>:<id>``
                    prompt
-feedback           feedback row with a correction    ``feedback:<id>``
-                   or a negative rating
+feedback           row of feedback with a            ``feedback:<id>``
+                   correction or a negative rating
 =================  ================================  =====================================
 
 An eval sheet's prompt was written as ``[role] content`` blocks joined by blank lines;
@@ -300,7 +300,7 @@ def items_from_experiment(db: Database, experiment: str, limit: int | None,
 
     For each logged prompt (the same messages) and each two variants that answered it,
     the first answer of each makes a pair; ``limit`` pairs are drawn (seeded), and each
-    shows its answers as A and B in a seeded random order.
+    shows its two answers under the letters in a seeded random order.
 
     Returns:
         Items with hidden ``key`` (letter -> variant), ``models`` and ``request_ids``
