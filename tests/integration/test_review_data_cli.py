@@ -66,7 +66,7 @@ def test_sheet_added_reviewed_and_exported(tmp_path, run):
     code, out, err = run("review", "export", "sums", "--as", "verdicts",
                          "--out", str(tmp_path / "v.json"))
     assert code == exits.OK, err
-    assert "exported 2 verdicts record(s) from 2 reviewed item(s)" in out
+    assert "exported 2 record(s) as verdicts from 2 reviewed item(s)" in out
     assert "still in review (not exported): 2 open, 0 waiting for adjudication" in out
     winner = key["1"]["A"]
     assert f"{winner[:31]:<32} win rate 75.0%" in out  # a win and a tie of two

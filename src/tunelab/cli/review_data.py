@@ -112,7 +112,7 @@ def cmd_export(a: argparse.Namespace) -> int:
         return exits.OK
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"{result.project}: exported {result.records} {a.kind} record(s) from "
+    print(f"{result.project}: exported {result.records} record(s) as {a.kind} from "
           f"{result.items} reviewed item(s) to {result.out}")
     for model, r in result.summary.get("per_model", {}).items():
         print(f"  {model[:31]:<32} win rate {r['win_rate']:.1%} [{r['low']:.1%}, "
