@@ -24,7 +24,7 @@ def add_review_data_commands(sub: argparse._SubParsersAction) -> None:
         "add", help="add items to a review project: a review sheet, a data file, the "
                     "request log, an experiment's answers or feedback",
         description="Add items to a review project. FILE is a review sheet of `tunelab eval "
-                    "--review` (review.csv with review_key.json beside it) or a training data "
+                    "MODEL --data FILE --review N` (review.csv with review_key.json beside it) or a training data "
                     "file; the options add items from the database the server logs to. "
                     "Items already in the project are skipped; rows that give no item (text "
                     "not logged, rows with errors) are counted.")

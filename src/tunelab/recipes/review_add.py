@@ -1,7 +1,8 @@
 """`tunelab review add`: items from a file, the request log, an experiment or feedback.
 
-A FILE is a review sheet of ``tunelab eval --review`` when it is a CSV file with a
-``review_key.json`` beside it (or a key is given), else a training data file. ``--from-log`` samples answered
+A FILE is a review sheet of ``tunelab eval MODEL --data FILE --review N`` when it is a
+CSV file with a ``review_key.json`` beside it (or a key is given), else a training data
+file. ``--from-log`` samples answered
 requests, ``--negative`` takes every request with negative feedback, ``--experiment``
 pairs two variants' answers to the same prompt, ``--feedback`` takes feedback rows to
 approve or reject. Several sources may be given at once. Each source fits one project
@@ -32,7 +33,7 @@ from tunelab.review.sources import (
     items_from_negative_feedback,
 )
 
-KEY_FILE = "review_key.json"  # what `tunelab eval --review` writes beside review.csv
+KEY_FILE = "review_key.json"  # what `tunelab eval ... --review N` writes beside review.csv
 SOURCE_KINDS = {"eval_sheet": "output", "log_sample": "output", "log_negative": "output",
                 "experiment_pair": "output", "data": "data", "feedback": "feedback"}
 

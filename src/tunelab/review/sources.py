@@ -104,7 +104,7 @@ def prompt_messages(text: str) -> list[dict]:
 
 
 def items_from_eval_sheet(csv_path: str | Path, key_path: str | Path | None = None) -> Collected:
-    """Items from a review sheet of ``tunelab eval --review``: its answers stay blinded.
+    """Items from the review sheet of ``tunelab eval MODEL --data FILE --review N``, still blind.
 
     Args:
         csv_path: the sheet (``review.csv``).
@@ -128,7 +128,8 @@ def items_from_eval_sheet(csv_path: str | Path, key_path: str | Path | None = No
         letters, by_item = list(key["letters"]), dict(key["items"])
     except (ValueError, KeyError, TypeError):
         raise DataError(f"{key_file} is not a review key (no 'letters' and 'items')",
-                        hint="use the review_key.json that `tunelab eval --review` wrote") from None
+                        hint="use the review_key.json written with the sheet by `tunelab eval "
+                             "MODEL --data FILE --review N`") from None
     digest = hashlib.sha256(raw).hexdigest()[:KEY_DIGEST]
     table = read_table(csv_path)
     out, problems = Collected(), []
