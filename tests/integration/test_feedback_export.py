@@ -13,6 +13,7 @@ from db_records import T0, make_record
 from tunelab.cli import exits
 from tunelab.cli.main import main
 from tunelab.db import open_database
+from tunelab.db.review import mark_feedback_reviewed
 from tunelab.db.tables import FeedbackRow, RequestLogRow
 
 SYSTEM = {"role": "system", "content": "Route the ticket to a team."}
@@ -119,14 +120,39 @@ def test_rows_pairs_and_every_skip_counted(tmp_path, log, capsys):
     gate = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert gate["ok"] and [f["rows"] for f in gate["files"]] == [12, 14]
     assert "wrote 12 supervised row(s) and 14 preference pair(s)" in out
-    assert "gate: passed" in out and "not reviewed" in err
+    assert "gate: passed" in out and "no one reviewed is included" in err
     assert "the prompt or answer was not logged" in out
 
 
 def test_unreviewed_feedback_is_refused_without_the_flag(tmp_path, log, capsys):
     code, out, err = export(tmp_path, log, capsys=capsys)
-    assert code == exits.USAGE and "--include-unreviewed" in err and "reviewed" in err
+    assert code == exits.USAGE and "--include-unreviewed" in err
+    assert "none of the 24 feedback row(s) selected is approved yet (24 not reviewed" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_without_the_flag_only_approved_feedback_is_exported(tmp_path, log, capsys):
+    log.save()
+    with open_database(log.url) as db:  # what `tunelab review export --as feedback` writes
+        marked = mark_feedback_reviewed(db, [(1, "approved", "billing dept"),
+                                             *[(i, "approved", None) for i in range(2, 12)],
+                                             (12, "rejected", None)])
+    assert marked == 12
+    code = main(["feedback", "export", "--out", str(tmp_path / "out"), "--db", log.url, "--json"])
+    out, err = capsys.readouterr()
+    assert code == exits.OK, out + err
+    report = json.loads(out)
+    assert report["reviewed"] is True and report["written"]["sft.jsonl"] == 11
+    assert report["skipped"]["not_reviewed"] == 12 and report["skipped"]["rejected_in_review"] == 1
+    sft = lines(tmp_path / "out" / "sft.jsonl")
+    assert [r["messages"][-1]["content"] for r in sft] == ["billing dept"] + ["billing"] * 10
+    assert "ticket 11" not in json.dumps(sft)  # rejected
+    code = main(["feedback", "export", "--out", str(tmp_path / "all"), "--db", log.url,
+                 "--include-unreviewed", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["reviewed"] is False and report["skipped"]["rejected_in_review"] == 1
+    # ticket 0's unreviewed duplicate ("billing") is new beside the approved "billing dept"
+    assert "not_reviewed" not in report["skipped"] and report["written"]["sft.jsonl"] == 12
 
 
 def test_personal_data_in_a_correction_fails_the_gate(tmp_path, log, capsys):

@@ -2,9 +2,9 @@
 
 ``register`` adds the ``feedback`` group and its ``export`` command. The command exits 0
 when the gate passed the written rows and 1 when it found errors (like `tunelab data
-check`); errors that stop it (unreviewed feedback not allowed, a database that cannot be
-opened) are raised as ``TunelabError`` for ``tunelab.cli.main`` to print. The work is in
-``tunelab.recipes.feedback``.
+check`); errors that stop it (no approved feedback without --include-unreviewed, a
+database that cannot be opened) are raised as ``TunelabError`` for ``tunelab.cli.main``
+to print. The work is in ``tunelab.recipes.feedback``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--experiment", default=None, metavar="NAME",
                    help="only feedback on requests that named this experiment")
     e.add_argument("--include-unreviewed", action="store_true",
-                   help="export feedback no one has reviewed (required: there is no review yet)")
+                   help="also export feedback no one has reviewed (default: only feedback "
+                        "a review project approved; rejected feedback is never exported)")
     e.add_argument("--eval", default=None, metavar="FILE",
                    help="the held-out file to check leakage against (default: the --model "
                         "run's validation files)")
@@ -64,7 +65,9 @@ def cmd_export(a: argparse.Namespace) -> int:
         json.dump(result.as_dict(), sys.stdout, ensure_ascii=False, indent=2, default=str)
         print()
         return exits.OK if result.ok else exits.PROBLEMS
-    print("warning: the feedback was not reviewed (--include-unreviewed)", file=sys.stderr)
+    if a.include_unreviewed:
+        print("warning: feedback no one reviewed is included (--include-unreviewed)",
+              file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"feedback: {result.feedback_rows} row(s) read; wrote {result.sft_rows} supervised "

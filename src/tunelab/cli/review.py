@@ -17,6 +17,7 @@ import sys
 
 from tunelab.cli import exits
 from tunelab.cli.args import port, positive_int, show_help
+from tunelab.cli.review_data import add_review_data_commands
 from tunelab.config.review import DEFAULT_REVIEW_PORT
 from tunelab.errors import UsageError
 
@@ -101,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ri.add_argument("--key", default=None, help="review_key.json (default: beside the first)")
     ri.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     ri.set_defaults(func=cmd_review_import)
+    add_review_data_commands(rs)  # review add, review export
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

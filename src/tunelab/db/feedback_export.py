@@ -40,6 +40,9 @@ class FeedbackItem:
         answer: the answer text; ``None`` when no text was kept.
         status_code: the HTTP status the request got.
         experiment, variant: the experiment the request named and the variant that answered.
+        review_status: ``"approved"`` or ``"rejected"`` once a review project decided on the
+            feedback (``tunelab review export --as feedback``); ``None`` until then.
+        review_correction: the reviewers' own correction, which replaces the user's.
     """
 
     feedback_id: int
@@ -58,6 +61,8 @@ class FeedbackItem:
     status_code: int | None = None
     experiment: str | None = None
     variant: str | None = None
+    review_status: str | None = None
+    review_correction: str | None = None
 
 
 def feedback_with_requests(db: Database, since: datetime | None = None, model: str | None = None,
@@ -106,7 +111,8 @@ def feedback_with_requests(db: Database, since: datetime | None = None, model: s
 def _item(fb: FeedbackRow, req: RequestLogRow | None) -> FeedbackItem:
     base = dict(feedback_id=fb.id, response_id=fb.response_id, user=fb.user, rating=fb.rating,
                 score=fb.score, correction=fb.correction, comment=fb.comment,
-                created_at=fb.created_at)
+                created_at=fb.created_at, review_status=fb.review_status,
+                review_correction=fb.review_correction)
     if req is None:
         return FeedbackItem(**base, found=False)
     return FeedbackItem(**base, found=True, endpoint=req.endpoint, model=req.model,

@@ -15,8 +15,12 @@ counted under one reason (``SKIP_REASONS``), never dropped silently. The rows ar
 run through the feedback gate (``tunelab.gate.feedback``: structure, duplicates, personal
 data as errors, leakage against the held-out set), whose report is written beside them.
 
-Only reviewed feedback should train a model; nothing marks feedback as reviewed yet, so
-the export refuses unless the caller asks for unreviewed feedback explicitly.
+Only reviewed feedback should train a model: by default the export takes the feedback
+that a feedback review project approved (``tunelab review export --as feedback``), with
+the reviewers' correction in place of the user's when they gave one, and refuses when
+none is approved yet. ``include_unreviewed`` also takes feedback no one reviewed (the
+old behaviour); feedback the reviewers rejected is never exported. Left-out feedback
+is counted under ``not_reviewed`` or ``rejected_in_review``.
 
 This module prints nothing and sets no exit codes: ``tunelab.cli.feedback`` does.
 """
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -55,7 +59,10 @@ SKIP_REASONS = {
     "no_signal": "no correction and no up or down rating (a comment or a middle score only)",
     "no_counterpart": "a rating with no opposite rating on the same prompt to pair it with",
     "duplicate": "the same row as an earlier one",
+    "not_reviewed": "no review has approved it yet (pass --include-unreviewed to take it)",
+    "rejected_in_review": "a feedback review rejected it",
 }
+APPROVED, REJECTED = "approved", "rejected"  # feedback.review_status (tunelab.db.review)
 UP_SCORE, DOWN_SCORE = 4, 2  # a score without a rating: >= 4 is up, <= 2 is down
 
 
@@ -71,6 +78,7 @@ class ExportResult:
     gate: list[GatedFile]
     heldout: list[str]
     notes: list[str] = field(default_factory=list)
+    reviewed: bool = True  # only approved feedback was exported
 
     @property
     def ok(self) -> bool:
@@ -78,7 +86,7 @@ class ExportResult:
         return all(g.ok for g in self.gate)
 
     def as_dict(self) -> dict:
-        return {"out": str(self.out), "reviewed": False, "feedback_rows": self.feedback_rows,
+        return {"out": str(self.out), "reviewed": self.reviewed, "feedback_rows": self.feedback_rows,
                 "written": {SFT_FILE: self.sft_rows, PAIRS_FILE: self.pair_rows},
                 "skipped": self.skipped, "heldout": self.heldout, "notes": self.notes,
                 "gate": {"ok": self.ok, "files": [g.as_dict() for g in self.gate]}}
@@ -201,6 +209,28 @@ def build_rows(items: list[FeedbackItem]) -> tuple[_Rows, _Rows, Counter[str]]:
     return sft, pairs, skipped
 
 
+def reviewed_only(items: list[FeedbackItem],
+                  include_unreviewed: bool) -> tuple[list[FeedbackItem], Counter[str]]:
+    """The feedback an export may use, and the rest by reason.
+
+    Approved feedback is kept with the reviewers' correction in place of the user's when
+    they gave one; rejected feedback is always left out; unreviewed feedback is kept only
+    with ``include_unreviewed``.
+    """
+    kept, left_out = [], Counter[str]()
+    for item in items:
+        if item.review_status == REJECTED:
+            left_out["rejected_in_review"] += 1
+        elif item.review_status == APPROVED:
+            fix = (item.review_correction or "").strip()
+            kept.append(replace(item, correction=fix) if fix else item)
+        elif include_unreviewed:
+            kept.append(item)
+        else:
+            left_out["not_reviewed"] += 1
+    return kept, left_out
+
+
 def _heldout(eval_path: str | None, model: str | None, runs_dir: str,
              notes: list[str]) -> list[str]:
     """The held-out files leakage is checked against: ``eval_path``, else the run's
@@ -236,7 +266,8 @@ def export_feedback(out_dir: str | Path, db_url: str | None = None, since: datet
         model: only feedback on answers of this served model (a run's name serves as the
             run: its validation files become the held-out set).
         experiment: only feedback on requests that named this experiment.
-        include_unreviewed: export feedback that no one reviewed (required today).
+        include_unreviewed: also export feedback that no one reviewed (default: only the
+            feedback a review approved).
         eval_path: the held-out file for the leakage check (overrides the run's).
         runs_dir: where ``model`` is looked up as a run.
         reporter: progress lines.
@@ -246,17 +277,12 @@ def export_feedback(out_dir: str | Path, db_url: str | None = None, since: datet
         files and the report are written either way, for the user to inspect).
 
     Raises:
-        UsageError: unreviewed feedback was not allowed.
+        UsageError: no selected feedback is approved and unreviewed feedback was not
+            allowed.
         DataError: the evaluation file is missing or unreadable, or ``out_dir`` cannot
             be written.
         DatabaseError: the database cannot be opened or read.
     """
-    if not include_unreviewed:
-        raise UsageError(
-            "feedback export trains only on reviewed feedback, and nothing marks feedback as "
-            "reviewed yet (the double review of feedback is still to come)",
-            hint="to export unreviewed feedback anyway, read it first and pass "
-                 "--include-unreviewed")
     notes: list[str] = []
     heldout_files = _heldout(eval_path, model, runs_dir, notes)
     heldout = [t for p in heldout_files for t in heldout_prompts(p)] if heldout_files else None
@@ -266,7 +292,17 @@ def export_feedback(out_dir: str | Path, db_url: str | None = None, since: datet
     finally:
         db.close()
     reporter.info(f"read {len(items)} feedback row(s) from {db.safe_url}")
-    sft, pairs, skipped = build_rows(items)
+    kept, left_out = reviewed_only(items, include_unreviewed)
+    if not include_unreviewed and not kept:
+        raise UsageError(
+            f"feedback export trains only on reviewed feedback, and none of the {len(items)} "
+            f"feedback row(s) selected is approved yet ({left_out['not_reviewed']} not "
+            f"reviewed, {left_out['rejected_in_review']} rejected)",
+            hint="review it in a feedback project (`tunelab review add PROJECT --feedback`, "
+                 "then `tunelab review export PROJECT --as feedback --out FILE.json`), or "
+                 "read it first and pass --include-unreviewed")
+    sft, pairs, skipped = build_rows(kept)
+    skipped.update(left_out)
     out = make_dir(out_dir, error=DataError)
     gated = []
     provenance = {}
@@ -276,7 +312,7 @@ def export_feedback(out_dir: str | Path, db_url: str | None = None, since: datet
         provenance[name] = list(rows.sources.values())  # feedback ids behind each line
     result = ExportResult(out, len(items), len(sft.rows), len(pairs.rows),
                           {k: skipped[k] for k in SKIP_REASONS if skipped[k]}, gated,
-                          heldout_files, notes)
+                          heldout_files, notes, reviewed=not include_unreviewed)
     report = result.as_dict()
     write_json_atomic(out / GATE_FILE, report["gate"], error=DataError)
     filters = {"since": since, "model": model, "experiment": experiment}

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import yaml
 
@@ -159,8 +159,9 @@ def load_schema(path: str | Path) -> list[Field]:
         if show not in _SHOWS:
             problems.append(f"{where}.show: {show!r} must be one of {', '.join(_SHOWS)}")
         if not problems:
-            fields.append(Field(name, kind, str(f.get("question") or name), choices, low, high,
-                                bool(f.get("required", kind != "text")), show))
+            fields.append(Field(name, cast(FieldKind, kind), str(f.get("question") or name),
+                                choices, low, high, bool(f.get("required", kind != "text")),
+                                show))
     if problems:
         raise UsageError(f"{source}: {len(problems)} problem(s) in the label schema:\n  "
                          + "\n  ".join(problems), hint="fix each field named above")

@@ -33,7 +33,7 @@ _ENV.filters["markdown"] = _markdown
 
 @cache
 def _asset(name: str) -> str:
-    return resources.files("tunelab.review.app").joinpath("static", name).read_text("utf-8")
+    return resources.files("tunelab.review.app").joinpath("static").joinpath(name).read_text("utf-8")
 
 
 def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
