@@ -13,7 +13,7 @@ What runs (a few seconds; nothing is downloaded, Chromium is Debian's /usr/bin/c
    Anthropic HH-RLHF harmless-base pairs, their two answers blinded as A and B (order
    shuffled with a fixed seed; the key says which was the human-preferred one), written
    as a review sheet in the shape of `tunelab eval --review` and added with `tunelab
-   review add` (or, while the CLI lacks it, the database layer's ``add_items``);
+   review add`;
 3. `tunelab review serve --port 0` in a child process; Playwright drives Chromium: alice
    answers all nine items, bob seven (two disagreements), carol settles one of them;
 4. four pages photographed at 1280x800: bob's queue (``review_queue.png``), the item he
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -118,23 +117,7 @@ def write_sheet(folder: Path, rows: list[tuple[str, list[str], list[str]]]) -> P
 
 
 def add_sheet(db_url: str, sheet: Path) -> None:
-    if importlib.util.find_spec("tunelab.cli.review_data") is not None:
-        tunelab("review", "add", PROJECT, str(sheet), "--db", db_url)
-        return
-    from tunelab.db import open_database
-    from tunelab.db.review import ItemInput, add_items, get_project
-
-    key = json.loads((sheet.parent / "review_key.json").read_text())
-    with open(sheet, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    items = [ItemInput("eval_sheet", f"eval:{sheet.parent.name}:item={r['item']}",
-                       {"prompt": [{"role": "user", "content": r["prompt"][len("[user] "):]}],
-                        "reference": None,
-                        "answers": [{"label": x, "text": r[f"answer_{x}"]} for x in key["letters"]],
-                        "details": []},
-                       {"key": key["items"][r["item"]], "sheet_item": r["item"]}) for r in rows]
-    with open_database(db_url) as db:
-        add_items(db, get_project(db, PROJECT), items)
+    tunelab("review", "add", PROJECT, str(sheet), "--db", db_url)
 
 
 def demo_items(folder: Path, db_url: str) -> dict[str, dict]:

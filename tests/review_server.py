@@ -4,9 +4,8 @@
 its SQLite database, home and log in a test folder, and waits (bounded) for the line
 ``review app at http://127.0.0.1:PORT/``. Users and projects are made with the CLI
 (``--password-stdin``), as an admin would (run in this process: ``tunelab``). Items come from review sheets in the shape
-``tunelab eval --review`` writes (``review.csv`` + ``review_key.json``): with ``tunelab
-review add`` when the CLI has it, else with ``tunelab.db.review.add_items`` on the same
-database file (the same ``shown``/``hidden`` the sheet reader builds).
+``tunelab eval --review`` writes (``review.csv`` + ``review_key.json``), added with
+``tunelab review add``.
 
 ``WebClient`` is a cookie-keeping client over ``http.client``:
 the app's cookies are ``__Host-`` and ``Secure``, which httpx will not send over
@@ -19,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import http.client
-import importlib.util
 import io
 import json
 import os
@@ -34,7 +32,6 @@ from urllib.parse import urlencode, urlsplit
 SRC = Path(__file__).resolve().parents[1] / "src"
 _READY = re.compile(r"review app at (http://127\.0\.0\.1:(\d+))/")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-HAS_REVIEW_DATA = importlib.util.find_spec("tunelab.cli.review_data") is not None
 GUIDELINE = """# Judging answers
 
 * **Preferred**: pick the answer that is correct, complete and polite. Pick *tie* only
@@ -179,28 +176,8 @@ def write_sheet(folder: Path, items: list[SheetItem]) -> Path:
 
 
 def add_sheet(server: ReviewServer, project: str, sheet: Path) -> None:
-    """Add a sheet's rows as items: `tunelab review add` when present, else the db layer."""
-    if HAS_REVIEW_DATA:
-        server.cli("review", "add", project, str(sheet))
-        return
-    from tunelab.db import open_database
-    from tunelab.db.review import ItemInput, add_items, get_project
-
-    key = json.loads((sheet.parent / "review_key.json").read_text())
-    with open(sheet, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    inputs = []
-    for line, row in enumerate(rows, 2):
-        answers = [{"label": x, "text": row[f"answer_{x}"]} for x in key["letters"]]
-        prompt = [{"role": "user", "content": row["prompt"].removeprefix("[user] ")}]
-        inputs.append(ItemInput(
-            "eval_sheet", f"eval:{sheet.parent.name}:item={row['item']}",
-            {"prompt": prompt, "reference": row["reference"] or None, "answers": answers,
-             "details": []},
-            {"key": key["items"][row["item"]], "sheet_item": row["item"], "row_id": row["id"],
-             "sheet": str(sheet), "line": line}))
-    with open_database(server.db_url) as db:
-        add_items(db, get_project(db, project), inputs)
+    """Add a sheet's rows as items with `tunelab review add PROJECT review.csv`."""
+    server.cli("review", "add", project, str(sheet))
 
 
 def item_ids_by_prompt(db_url: str, project: str) -> dict[str, int]:
