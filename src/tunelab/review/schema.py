@@ -83,8 +83,10 @@ DEFAULTS: dict[str, tuple[Field, ...]] = {
         Field("preferred", "choice", "Which answer is better?", (ANSWERS,), show="many_answers"),
         Field("verdict", "choice", "Is the answer acceptable by the guideline?", ("good", "bad"),
               show="one_answer"),
+        # one-answer items only: a comparison asks which answer is better, and its
+        # exports (rows, pairs, verdicts) have no use for a third answer
         Field("correction", "text", "The right answer, if this one is wrong (optional)",
-              required=False),
+              required=False, show="one_answer"),
     ),
     "data": (
         Field("label_ok", "choice", "Is the label (or answer) right by the guideline?",

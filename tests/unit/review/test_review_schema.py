@@ -23,12 +23,12 @@ ONE = {"prompt": [], "answers": [{"label": "A", "text": "x"}]}
 
 def test_output_questions_depend_on_how_many_answers_an_item_shows():
     fields = default_schema("output")
-    assert [f.name for f in fields if f.applies(PAIR)] == ["preferred", "correction"]
+    assert [f.name for f in fields if f.applies(PAIR)] == ["preferred"]
     assert [f.name for f in fields if f.applies(ONE)] == ["verdict", "correction"]
     preferred = fields[0]
     assert preferred.options(PAIR) == ["A", "B", "tie"]
-    assert parse_answer(fields, PAIR, {"preferred": "B", "correction": "  "}) == {
-        "preferred": "B", "correction": ""}
+    assert parse_answer(fields, PAIR, {"preferred": "B", "correction": "ignored"}) == {
+        "preferred": "B"}
     assert parse_answer(fields, ONE, {"verdict": "bad", "correction": "z",
                                       "preferred": "A"}) == {"verdict": "bad", "correction": "z"}
 
