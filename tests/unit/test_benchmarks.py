@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = 'pip install -e ".[bench]"  (or: make bench)'
 CORE = "pip install -e .  (or: make install)"
+DEV = 'pip install -e ".[dev]"  (or: make install-dev)'  # the review screenshots need playwright
 
 
 def run_without(script: str, module: str, *args: str) -> subprocess.CompletedProcess:
@@ -33,6 +34,7 @@ def run_without(script: str, module: str, *args: str) -> subprocess.CompletedPro
     ("data_gate.py", "tunelab", CORE),
     ("eval_speed.py", "tunelab", CORE),
     ("drift_alarms.py", "tunelab", CORE),
+    ("review_screenshots.py", "playwright", DEV),
 ])
 def test_a_missing_package_is_one_line_naming_the_install(script, module, install):
     proc = run_without(script, module, *(["--rows", "256"] if script == "train_speed.py" else []))
