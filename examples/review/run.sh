@@ -20,6 +20,7 @@ DB="sqlite:///$(cd "$OUT" && pwd)/review.db"
 PROJECT=quickstart-review
 
 tunelab eval "$RUN" --compare smollm2-135m-instruct --data quickstart/data/test.jsonl \
+  --labels Atlas,Beacon,Comet,Dune,Ember,Fjord \
   --method generate --max-new-tokens 8 --review 40 --report "$OUT/eval" --no-progress
 
 umask 077

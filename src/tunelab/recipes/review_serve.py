@@ -63,5 +63,6 @@ def run_review_serve(settings: ReviewSettings, on_ready: Callable[[str], None] |
             return True
 
         server = DrainingServer(config, nothing_to_drain, STOP_GRACE_SECONDS,
-                                on_started=None if on_ready is None else lambda: on_ready(url))
+                                on_started=None if on_ready is None else lambda: on_ready(url),
+                                note="the review app stops")
         server.run(sockets=[sock])

@@ -73,11 +73,14 @@ class DrainingServer(uvicorn.Server):
             it returns whether everything in flight finished.
         timeout: the drain timeout (seconds).
         on_started: called once the server listens.
+        note: what the drain's log line says happens meanwhile.
     """
 
     def __init__(self, config: uvicorn.Config, drain: Callable[[float], Any], timeout: float,
-                 on_started: Callable[[], None] | None = None) -> None:
+                 on_started: Callable[[], None] | None = None,
+                 note: str = "new requests get 503") -> None:
         super().__init__(config)
+        self._note = note
         self._drain = drain
         self._timeout = timeout
         self._on_started = on_started
@@ -109,8 +112,8 @@ class DrainingServer(uvicorn.Server):
 
     async def _run_drain(self) -> None:
         started = time.monotonic()
-        log.info("draining: new requests get 503; waiting up to %.0f s for %s", self._timeout,
-                 "the requests in flight")
+        log.info("draining: %s; waiting up to %.0f s for the requests in flight", self._note,
+                 self._timeout)
         try:
             self.drained = bool(await self._drain(self._timeout))
         except Exception:
