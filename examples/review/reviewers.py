@@ -84,6 +84,11 @@ def token(page: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
 
 
+def guideline_version(page: str) -> str:
+    """The guideline version the page showed (the answer is stored with it)."""
+    return re.search(r'name="guideline_version" value="(\d+)"', page).group(1)
+
+
 def _norm(text: str) -> str:
     return text.strip().rstrip(".").strip().lower()
 
@@ -108,8 +113,9 @@ def review(browser: Browser, project: str, careless: float, rng: random.Random) 
         choice = judge(page)
         if rng.random() < careless:
             choice = rng.choice(re.findall(r'name="preferred" value="(\w+)"', page))
-        status, location, text = browser.post(location, {"csrf_token": token(page),
-                                                         "preferred": choice, "correction": ""})
+        status, location, text = browser.post(location, {
+            "csrf_token": token(page), "guideline_version": guideline_version(page),
+            "preferred": choice, "correction": ""})
         if status not in (200, 303):
             raise SystemExit(f"answer refused (HTTP {status}): {text[:300]}")
         done += 1
@@ -126,8 +132,9 @@ def adjudicate(browser: Browser, project: str) -> int:
             return done
         path = found.group(0)
         page = browser.get(path)
-        status, _, text = browser.post(path, {"csrf_token": token(page), "preferred": judge(page),
-                                              "correction": ""})
+        status, _, text = browser.post(path, {
+            "csrf_token": token(page), "guideline_version": guideline_version(page),
+            "preferred": judge(page), "correction": ""})
         if status != 303:
             raise SystemExit(f"decision refused (HTTP {status}): {text[:300]}")
         done += 1

@@ -26,6 +26,7 @@ documents; whether two agree is the caller's function.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,6 +52,7 @@ from tunelab.errors import UsageError
 KINDS = ("output", "data", "feedback")
 MAX_REVIEWS = 3
 OPEN, AGREED, DISAGREED, ADJUDICATED = "open", "agreed", "disagreed", "adjudicated"
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CLAIM_ATTEMPTS = 5  # lost races for a slot; each retry sees the winner's row
 
 
@@ -162,9 +164,10 @@ def create_project(db: Database, name: str, kind: str, label_schema: dict, guide
     Raises:
         UsageError: a bad name, kind or number of reviews, or the name is taken.
     """
-    if not name or len(name) > NAME_LENGTH or any(c.isspace() or c == "/" for c in name):
-        raise UsageError(f"project name {name!r}: must be 1 to {NAME_LENGTH} characters, "
-                         "no spaces or slashes", hint="pick a name like 'support-answers'")
+    if len(name) > NAME_LENGTH or not _PROJECT_NAME.fullmatch(name):
+        raise UsageError(f"project name {name!r}: must be 1 to {NAME_LENGTH} letters, digits, "
+                         "'.', '_' or '-', starting with a letter or digit (it is part of "
+                         "the app's addresses)", hint="pick a name like 'support-answers'")
     if kind not in KINDS:
         raise UsageError(f"project kind {kind!r} is not one of {', '.join(KINDS)}")
     if not 1 <= reviews_per_item <= MAX_REVIEWS:
@@ -245,6 +248,7 @@ def add_items(db: Database, project: Project, items: Sequence[ItemInput]) -> tup
     now = _now()
     added = skipped = 0
     with write_transaction(db) as conn:
+        _lock_project(conn, project)  # two adds at once take turns (PostgreSQL)
         have = set(conn.scalars(select(ReviewItemRow.source_ref).where(
             ReviewItemRow.project_id == project.id)))
         for it in items:
@@ -299,13 +303,26 @@ def claim_next(db: Database, project: Project, user_id: int) -> int | None:
     return None
 
 
+def _lock_project(conn: Connection, project: Project) -> None:
+    """Take the project row's lock (PostgreSQL; SQLite's write transaction already holds
+    the database's), so claims and adds in one project take turns."""
+    conn.execute(select(ReviewProjectRow.id).where(ReviewProjectRow.id == project.id)
+                 .with_for_update())
+
+
 def _claim(conn: Connection, project: Project, user_id: int) -> int | None:
     # Claims in a project take turns (the project row's lock on PostgreSQL; SQLite's write
     # lock already does): racing for slots instead, a crowd of reviewers each lost again
     # and again, and after _CLAIM_ATTEMPTS losses one was told "nothing left" while free
     # slots remained (tests/integration/test_review_concurrency.py).
-    conn.execute(select(ReviewProjectRow.id).where(ReviewProjectRow.id == project.id)
-                 .with_for_update())
+    _lock_project(conn, project)
+    held = conn.scalar(select(ReviewAssignmentRow.item_id)
+                       .join(ReviewItemRow, ReviewItemRow.id == ReviewAssignmentRow.item_id)
+                       .where(ReviewItemRow.project_id == project.id,
+                              ReviewAssignmentRow.user_id == user_id,
+                              ReviewAssignmentRow.answered_at.is_(None)).limit(1))
+    if held is not None:  # a second "next" of the same reviewer (a double click) won
+        return int(held)
     taken = (select(func.count()).where(ReviewAssignmentRow.item_id == ReviewItemRow.id)
              .correlate(ReviewItemRow).scalar_subquery())
     mine = select(ReviewAssignmentRow.item_id).where(ReviewAssignmentRow.user_id == user_id)

@@ -208,3 +208,22 @@ def test_feedback_review_marks(db):
     with db.engine.connect() as conn:
         row = conn.execute(select(FeedbackRow.review_status, FeedbackRow.review_correction)).one()
     assert tuple(row) == ("approved", "best")
+
+
+def test_a_second_claim_racing_past_the_held_check_gets_the_same_item(db):
+    from tunelab.db.database import write_transaction
+    from tunelab.db.review import _claim
+
+    project = create_project(db, "p", "data", {"fields": []}, "guide", 2)
+    add_items(db, project, _items(3))
+    (a,) = _users(db, "a")
+    held = claim_next(db, project, a.id)
+    with write_transaction(db) as conn:  # what a double click's second request does
+        assert _claim(conn, project, a.id) == held
+    assert reviewer_counts(db, project) == {"a": {"answered": 0, "held": 1}}
+
+
+@pytest.mark.parametrize("name", ["a?b", "a#b", "..", "-x", "a b", "a/b", "", "x" * 201])
+def test_project_names_are_safe_in_addresses(db, name):
+    with pytest.raises(UsageError, match="project name"):
+        create_project(db, name, "data", {"fields": []}, "guide", 2)

@@ -132,3 +132,44 @@ def test_an_admin_adds_a_user_and_sign_out_ends_the_session(app):
     assert signed_in(app, "dee").get("/").status_code == 200
     root.post("/logout", data={"csrf_token": _token(users.text)})
     assert root.get("/", follow_redirects=False).headers["location"] == "/login?next=/"
+
+
+def test_malformed_addresses_and_unknown_projects_are_pages_not_errors(app):
+    app, db, project = app
+    ann = signed_in(app, "ann")
+    for path in ("/projects/pairs/items/abc", "/projects/pairs/items/99999999999999999999999",
+                 "/projects/pairs/items/0", "/projects/nope/guideline", "/projects/a%00b/guideline",
+                 "/no/such/route"):
+        got = ann.get(path)
+        assert got.status_code == 404, path
+        assert got.headers["content-type"].startswith("text/html"), path
+        assert "content-security-policy" in got.headers and "Traceback" not in got.text
+    nul = TestClient(app, base_url="https://testserver")
+    form = nul.get("/login")
+    refused = nul.post("/login", data={"name": "ann\x00", "password": PASSWORD,
+                                       "csrf_token": _token(form.text)})
+    assert refused.status_code == 401  # no such user; nothing stored for a name that can't be
+
+
+def test_an_answer_given_while_the_guideline_changed_is_sent_back_to_be_reread(app):
+    from tunelab.db.review import item_answers, set_guideline
+
+    app, db, project = app
+    ann = signed_in(app, "ann")
+    home = ann.get("/")
+    url = ann.post("/projects/pairs/next", data={"csrf_token": _token(home.text)},
+                   follow_redirects=False).headers["location"]
+    page = ann.get(url)
+    assert 'name="guideline_version" value="1"' in page.text
+    set_guideline(db, "pairs", "# Guide v2\n\nPrefer the **longer** answer.")
+    stale = ann.post(url, data={"csrf_token": _token(page.text), "guideline_version": "1",
+                                "preferred": "A"})
+    assert stale.status_code == 409 and "changed to version 2" in stale.text
+    assert "<strong>longer</strong>" in stale.text and 'value="2"' in stale.text
+    assert 'value="A" checked' in stale.text  # the choice is kept
+    item_id = int(url.rsplit("/", 1)[1])
+    assert item_answers(db, item_id) == []
+    done = ann.post(url, data={"csrf_token": _token(stale.text), "guideline_version": "2",
+                               "preferred": "A"}, follow_redirects=False)
+    assert done.status_code == 303
+    assert [a.guideline_version for a in item_answers(db, item_id)] == [2]

@@ -11,17 +11,25 @@ This package knows nothing of models or training: it shows items and stores answ
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
 
 from tunelab.config.review import ReviewSettings
 from tunelab.db.database import Database
 from tunelab.db.review import ReviewRefused
 from tunelab.errors import DatabaseError
-from tunelab.review.app.auth import Forbidden, NotSignedIn
+from tunelab.review.app.auth import Forbidden, NotFound, NotSignedIn
 from tunelab.review.app.render import page
+
+log = logging.getLogger("tunelab.review")
+VERIFY_SLOTS = 2  # password checks at once: each argon2 check takes 64 MiB and a core
 
 
 def create_review_app(db: Database, settings: ReviewSettings) -> FastAPI:
@@ -36,6 +44,7 @@ def create_review_app(db: Database, settings: ReviewSettings) -> FastAPI:
     app = FastAPI(title="tunelab review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.db = db
     app.state.settings = settings
+    app.state.verify_slots = asyncio.Semaphore(VERIFY_SLOTS)
     app.include_router(pages.router)
     app.include_router(oversight.router)
 
@@ -55,8 +64,30 @@ def create_review_app(db: Database, settings: ReviewSettings) -> FastAPI:
         return page("message.html", 409, user=None, title="Not done",
                     message=str(exc), hint=exc.hint)
 
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> Response:
+        return page("message.html", 404, user=None, title="Not found", message=exc.message)
+
+    # A malformed address (an item id that is not a number, or too large for the
+    # database) or an unknown route: the same page as any other, not a JSON error.
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(request: Request, exc: RequestValidationError) -> Response:
+        return page("message.html", 404, user=None, title="Not found",
+                    message="There is no such page: the address is malformed.")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        title = "Not found" if exc.status_code == 404 else "Not allowed"
+        return page("message.html", exc.status_code, user=None, title=title,
+                    message="There is no such page." if exc.status_code == 404
+                    else f"{request.method} is not allowed here.")
+
     @app.exception_handler(DatabaseError)
-    async def _database(request: Request, exc: DatabaseError) -> Response:
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: Exception) -> Response:
+        # the driver's message may hold row values; the class says enough for the operator
+        log.error("database error on %s %s: %s", request.method, request.url.path,
+                  type(exc).__name__)
         return page("message.html", 503, user=None, title="Database unavailable",
                     message="The review database cannot be reached; try again in a moment.")
 

@@ -9,9 +9,11 @@
   must equal a cookie of its own (double submit). A form whose ``Origin`` header names
   another site is refused as well.
 * Throttling: failed sign-ins are counted per name (known or not) within a window; from
-  ``slow_after`` failures on each attempt waits ``slow_seconds``, at ``lock_after`` the
-  name is locked until the window has passed, even for the right password. Failures and
-  sign-ins are logged with the name only, never a password.
+  ``slow_after`` failures on each attempt waits ``slow_seconds`` (on the event loop, not
+  holding a thread), at ``lock_after`` the name is locked until the window has passed,
+  even for the right password. Sign-ins are logged with the user's name, failures with
+  the name only when it is a user's (a typed "name" may be a misplaced password), never
+  a password.
 
 This module knows nothing of pages or projects.
 """
@@ -22,7 +24,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -43,6 +44,7 @@ from tunelab.db.review_users import (
     record_login_failure,
     user_with_hash,
 )
+from tunelab.db.tables import NAME_LENGTH
 from tunelab.review.passwords import verify_password
 
 log = logging.getLogger("tunelab.review")
@@ -54,6 +56,14 @@ CSRF_FIELD = "csrf_token"
 
 class NotSignedIn(Exception):
     """The request carries no live session."""
+
+
+class NotFound(Exception):
+    """No such project or item (a 404 page)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class Forbidden(Exception):
@@ -118,24 +128,43 @@ def new_login_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def sign_in(db: Database, settings: ReviewSettings, name: str, password: str) -> LoginResult:
-    """Check a name and password under the throttling rules; on success open a session.
+def plain_name(name: str) -> bool:
+    """Whether a typed name could be a stored one: 1 to NAME_LENGTH characters, no spaces
+    or control characters (PostgreSQL text cannot even hold a NUL)."""
+    return 0 < len(name) <= NAME_LENGTH and not any(c.isspace() or ord(c) < 32 for c in name)
 
-    Returns:
-        ``LoginResult`` with the user and the new session's token, or with
-        ``locked_until`` when the name is locked, or empty for a wrong name or password.
+
+def lock_state(db: Database, settings: ReviewSettings, name: str) -> tuple[int, datetime | None]:
+    """Recent failed sign-ins of a name and, when it is locked, until when.
+
+    The caller waits ``slow_seconds`` itself (without holding a thread) once the count
+    reaches ``slow_after``.
     """
+    if not plain_name(name):
+        return 0, None
     window = timedelta(minutes=settings.lock_minutes)
     failures, last = recent_login_failures(db, name, window)
     if failures >= settings.lock_after and last is not None:
         log.warning("sign-in refused: %r is locked after %d failures", name, failures)
-        return LoginResult(locked_until=last + window)
-    if failures >= settings.slow_after:
-        time.sleep(settings.slow_seconds)  # a thread of the pool waits, not the event loop
-    found = user_with_hash(db, name)
+        return failures, last + window
+    return failures, None
+
+
+def sign_in(db: Database, settings: ReviewSettings, name: str, password: str) -> LoginResult:
+    """Check a name and password; on success open a session, else count a failure.
+
+    Returns:
+        ``LoginResult`` with the user and the new session's token, or empty for a wrong
+        name or password. Throttling (``lock_state``) is checked by the caller first.
+    """
+    found = user_with_hash(db, name) if plain_name(name) else None
     if not verify_password(found[1] if found else None, password) or found is None:
-        record_login_failure(db, name)
-        log.info("sign-in failed for %r (%d recent failures)", name, failures + 1)
+        if plain_name(name):
+            record_login_failure(db, name)
+        if found is None:  # the typed "name" may be a password typed in the wrong box
+            log.info("sign-in failed for a name that is not a user")
+        else:
+            log.info("sign-in failed for %r", name)
         return LoginResult()
     clear_login_failures(db, name)
     token = secrets.token_urlsafe(32)

@@ -33,9 +33,11 @@ from tunelab.errors import UsageError
 from tunelab.review.agreement import project_agreement
 from tunelab.review.app.auth import Forbidden
 from tunelab.review.app.pages import (
+    ItemId,
     _db,
     _project,
     form_of,
+    guideline_changed,
     item_context,
     require_role,
     session_of,
@@ -71,7 +73,7 @@ def _item_with_answers(db: Database, project: Project, item_id: int):
 
 
 @router.get("/projects/{name}/adjudicate/{item_id}")
-async def adjudicate_form(request: Request, name: str, item_id: int) -> Response:
+async def adjudicate_form(request: Request, name: str, item_id: ItemId) -> Response:
     session = await session_of(request)
     require_role(session, "adjudicator")
     project = await _project(request, name)
@@ -82,17 +84,21 @@ async def adjudicate_form(request: Request, name: str, item_id: int) -> Response
 
 
 @router.post("/projects/{name}/adjudicate/{item_id}")
-async def adjudicate_item(request: Request, name: str, item_id: int) -> Response:
+async def adjudicate_item(request: Request, name: str, item_id: ItemId) -> Response:
     session = await session_of(request)
     form = await form_of(request, session)
     require_role(session, "adjudicator")
     project = await _project(request, name)
     db = _db(request)
     item, answers, decided = await run_in_threadpool(_item_with_answers, db, project, item_id)
+    changed = guideline_changed(project, form)
     try:
+        if changed:
+            raise AnswerInvalid(changed)
         decision = parse_answer(schema_from_json(project.label_schema), item.shown, form)
     except AnswerInvalid as e:
-        return page("adjudicate.html", 422, user=session.user, csrf=session.csrf_token,
+        return page("adjudicate.html", 409 if changed else 422, user=session.user,
+                    csrf=session.csrf_token,
                     answers=answers, decided=decided, values=form, problems=e.problems,
                     title=f"{project.name}: adjudicate item {item.id}",
                     **item_context(project, item))
@@ -104,7 +110,7 @@ async def adjudicate_item(request: Request, name: str, item_id: int) -> Response
 
 
 @router.get("/projects/{name}/items/{item_id}/answers")
-async def answers_page(request: Request, name: str, item_id: int) -> Response:
+async def answers_page(request: Request, name: str, item_id: ItemId) -> Response:
     session = await session_of(request)
     require_role(session, "admin", "adjudicator")
     project = await _project(request, name)

@@ -10,9 +10,12 @@ This module knows nothing of agreement statistics or exports.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
@@ -38,9 +41,12 @@ from tunelab.review.app.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     Forbidden,
+    NotFound,
     check_csrf,
     current_session,
+    lock_state,
     new_login_token,
+    plain_name,
     set_cookie,
     sign_in,
     sign_out,
@@ -49,6 +55,8 @@ from tunelab.review.app.render import page
 from tunelab.review.schema import AnswerInvalid, agree, parse_answer, schema_from_json
 
 router = APIRouter()
+MAX_ITEM_ID = 2**31 - 1  # an item id past the column's range is no page, not a driver error
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID)]
 
 
 def _db(request: Request) -> Database:
@@ -62,7 +70,7 @@ async def session_of(request: Request) -> ReviewSession:
 
 async def form_of(request: Request, session: ReviewSession) -> dict[str, str]:
     """The posted form's fields, after its CSRF token is checked."""
-    form = await request.form()
+    form = await request.form(max_files=0)  # forms here carry text only
     fields = {k: str(v) for k, v in form.items()}
     check_csrf(request, fields.pop(CSRF_FIELD, None), session.csrf_token)
     return fields
@@ -95,16 +103,21 @@ async def login_form(request: Request, next: str = "/") -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = {k: str(v) for k, v in (await request.form(max_files=0)).items()}
     next_path = _safe_next(form.get("next"))
     check_csrf(request, form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE) or "\0")
-    result = await run_in_threadpool(sign_in, _db(request), request.app.state.settings,
-                                     form.get("name", ""), form.get("password", ""))
-    if result.locked_until is not None:
-        until = result.locked_until.strftime("%H:%M UTC")
+    settings = request.app.state.settings
+    name, password = form.get("name", ""), form.get("password", "")
+    failures, locked_until = await run_in_threadpool(lock_state, _db(request), settings, name)
+    if locked_until is not None:
+        until = locked_until.strftime("%H:%M UTC")
         return _login_page(next_path, f"Too many failed sign-ins for this name: it is locked "
                            f"until {until}. An admin can unlock it with `tunelab review user "
                            "password NAME`.", status=429)
+    if failures >= settings.slow_after:
+        await asyncio.sleep(settings.slow_seconds)  # no thread of the pool is held
+    async with request.app.state.verify_slots:  # argon2: 64 MiB and a core per check
+        result = await run_in_threadpool(sign_in, _db(request), settings, name, password)
     if result.token is None:
         return _login_page(next_path, "Wrong name or password.", status=401)
     response = RedirectResponse(next_path, status_code=303)
@@ -145,10 +158,12 @@ async def home(request: Request) -> Response:
 
 
 async def _project(request: Request, name: str) -> Project:
+    if not plain_name(name):
+        raise NotFound("there is no such review project")
     try:
         return await run_in_threadpool(get_project, _db(request), name)
-    except UsageError as e:
-        raise Forbidden(str(e.message)) from None
+    except UsageError:
+        raise NotFound(f"there is no review project named {name!r}") from None
 
 
 @router.get("/projects/{name}/guideline")
@@ -183,6 +198,23 @@ def _reviewer_item(db: Database, project: Project, item_id: int, session: Review
     return item, None if mine is None else mine.answer
 
 
+GUIDELINE_FIELD = "guideline_version"
+
+
+def guideline_changed(project: Project, form: dict[str, str]) -> list[str]:
+    """The problem to show when the form was answered under an older guideline version.
+
+    The page carries the version it showed; an answer is stored with the version its
+    reviewer read, so one given while the guideline changed is sent back to be re-read.
+    A form without the field (a script) is taken to have read the current one.
+    """
+    seen = form.pop(GUIDELINE_FIELD, None)
+    if seen is None or seen == str(project.guideline_version):
+        return []
+    return [f"the guideline changed to version {project.guideline_version} while this page "
+            "was open: read it (beside the item), then submit again"]
+
+
 def item_context(project: Project, item: Item) -> dict:
     """What the item templates need: the fields that apply, with their options."""
     fields = [f for f in schema_from_json(project.label_schema) if f.applies(item.shown)]
@@ -191,7 +223,7 @@ def item_context(project: Project, item: Item) -> dict:
 
 
 @router.get("/projects/{name}/items/{item_id}")
-async def show_item(request: Request, name: str, item_id: int) -> Response:
+async def show_item(request: Request, name: str, item_id: ItemId) -> Response:
     session = await session_of(request)
     require_role(session, "reviewer")
     project = await _project(request, name)
@@ -202,7 +234,7 @@ async def show_item(request: Request, name: str, item_id: int) -> Response:
 
 
 @router.post("/projects/{name}/items/{item_id}")
-async def answer_item(request: Request, name: str, item_id: int) -> Response:
+async def answer_item(request: Request, name: str, item_id: ItemId) -> Response:
     session = await session_of(request)
     form = await form_of(request, session)
     require_role(session, "reviewer")
@@ -210,12 +242,15 @@ async def answer_item(request: Request, name: str, item_id: int) -> Response:
     db = _db(request)
     item, _ = await run_in_threadpool(_reviewer_item, db, project, item_id, session)
     fields = schema_from_json(project.label_schema)
+    changed = guideline_changed(project, form)
     try:
+        if changed:
+            raise AnswerInvalid(changed)
         answer = parse_answer(fields, item.shown, form)
     except AnswerInvalid as e:
-        return page("item.html", 422, user=session.user, csrf=session.csrf_token, answer=None,
-                    values=form, problems=e.problems, title=f"{project.name}: item {item.id}",
-                    **item_context(project, item))
+        return page("item.html", 409 if changed else 422, user=session.user,
+                    csrf=session.csrf_token, answer=None, values=form, problems=e.problems,
+                    title=f"{project.name}: item {item.id}", **item_context(project, item))
     await run_in_threadpool(submit_answer, db, item.id, session.user.id, answer,
                             project.guideline_version, agree)
     following = await run_in_threadpool(claim_next, db, project, session.user.id)
