@@ -21,9 +21,13 @@ log_negative       request with negative feedback    ``log:<request id>`` (same 
                                                      same item as a sampled one)
 experiment_pair    two variants' answers to one      ``experiment:<name>:<id>:<id>``
                    prompt
-feedback           row of feedback with a            ``feedback:<id>``
+feedback           row of feedback with a            ``feedback:<id>:<digest>``
                    correction or a negative rating
 =================  ================================  =====================================
+
+A feedback's digest (``feedback_digest``) covers what the user said (correction,
+rating, score, comment): feedback the user changed after it was added is a new item,
+reviewed afresh, and the item of the old words stays what it was.
 
 An eval sheet's prompt was written as ``[role] content`` blocks joined by blank lines;
 they are read back as messages (a content that itself holds a blank line followed by
@@ -57,6 +61,7 @@ from tunelab.errors import DataError
 
 NEGATIVE_SCORE = 2  # a score at or below this is negative feedback (scores run 1-5)
 KEY_DIGEST = 12  # hex digits of the key file's SHA-256 in an eval item's reference
+FEEDBACK_DIGEST = 10  # hex digits of what a user said in a feedback item's reference
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Why a row of a source gave no item, as the summary says it.
@@ -348,6 +353,13 @@ def items_from_experiment(db: Database, experiment: str, limit: int | None,
     return out
 
 
+def feedback_digest(correction: str | None, rating: str | None, score: int | None,
+                    comment: str | None) -> str:
+    """A short hash of what a user said in a feedback row: it changes when any value does."""
+    said = json.dumps([correction, rating, score, comment], ensure_ascii=False)
+    return hashlib.sha256(said.encode()).hexdigest()[:FEEDBACK_DIGEST]
+
+
 def items_from_feedback(db: Database, since: datetime | None = None) -> Collected:
     """Feedback rows with a correction or a negative rating, for feedback review.
 
@@ -374,7 +386,10 @@ def items_from_feedback(db: Database, since: datetime | None = None) -> Collecte
                 ("comment", fb.comment)]
         details = [{"name": k, "value": str(v)} for k, v in said if v not in (None, "")]
         out.items.append(ItemInput(
-            "feedback", f"feedback:{fb.feedback_id}", _shown(msgs, [fb.answer], details=details),
+            "feedback",
+            f"feedback:{fb.feedback_id}:"
+            f"{feedback_digest(fb.correction, fb.rating, fb.score, fb.comment)}",
+            _shown(msgs, [fb.answer], details=details),
             {"feedback_id": fb.feedback_id, "request_id": fb.response_id, "model": fb.model,
              "correction": correction or None}))
     return out

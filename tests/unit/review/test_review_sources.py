@@ -8,6 +8,7 @@ import json
 import pytest
 
 from review_data_helpers import chat, give_feedback, log_requests, make_sheet, open_db
+from tunelab.db.feedback import FeedbackInput, write_feedback
 from tunelab.errors import DataError
 from tunelab.review.sources import (
     items_from_data_file,
@@ -152,6 +153,21 @@ def test_experiment_pairs_are_blinded_and_seeded(tmp_path):
     assert orders == {"control", "canary"}  # the order is shuffled, not fixed
 
 
+def test_feedback_changed_by_its_user_is_a_new_item(tmp_path):
+    with open_db(tmp_path) as db:
+        (a,) = log_requests(db, {"prompt": chat("route: my bill"), "answer": "technical"})
+        fa = give_feedback(db, a, user="u", rating="down", correction="billing")
+        before = items_from_feedback(db).items[0].source_ref
+        assert items_from_feedback(db).items[0].source_ref == before  # same words, same item
+        write_feedback(db, FeedbackInput(a, "u", correction="shipping"))
+        after = items_from_feedback(db).items[0]
+        write_feedback(db, FeedbackInput(a, "u", comment="sorry, billing after all"))
+        commented = items_from_feedback(db).items[0].source_ref
+    assert before.startswith(f"feedback:{fa}:") and after.source_ref.startswith(f"feedback:{fa}:")
+    assert len({before, after.source_ref, commented}) == 3
+    assert after.hidden["correction"] == "shipping"
+
+
 def test_feedback_items_show_what_the_user_said(tmp_path):
     with open_db(tmp_path) as db:
         a, b, c, d = log_requests(db, {"prompt": chat("route: my bill"), "answer": "technical"},
@@ -163,7 +179,8 @@ def test_feedback_items_show_what_the_user_said(tmp_path):
         give_feedback(db, c, user="u", correction="fixed")
         fd = give_feedback(db, d, user="u", score=1)
         got = items_from_feedback(db)
-    assert [i.source_ref for i in got.items] == [f"feedback:{fa}", f"feedback:{fd}"]
+    assert [i.source_ref.rsplit(":", 1)[0] for i in got.items] == [f"feedback:{fa}",
+                                                                   f"feedback:{fd}"]
     assert got.skipped == {"no_signal": 1, "text_not_logged": 1}
     item = got.items[0]
     assert item.shown["answers"] == [{"label": "A", "text": "technical"}]
