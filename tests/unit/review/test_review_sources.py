@@ -65,7 +65,7 @@ def test_data_file_items_name_their_line_and_count_bad_rows(tmp_path):
         + json.dumps({"messages": [{"role": "user", "content": "2+2"},
                                    {"role": "assistant", "content": "4"}]}) + "\n")
     got = items_from_data_file(f)
-    refs = [i.source_ref for i in got.items]
+    refs = [i.source_ref.rsplit(":", 1)[0] for i in got.items]
     assert refs == ["data:train.jsonl:1", "data:train.jsonl:4"]
     assert got.skipped == {"row_has_errors": 2}
     item = got.items[1]
@@ -75,11 +75,29 @@ def test_data_file_items_name_their_line_and_count_bad_rows(tmp_path):
     assert item.hidden["row"]["messages"][1]["content"] == "4"
 
 
+def test_data_references_tell_rows_of_same_named_and_edited_files_apart(tmp_path):
+    def write(path, *labels):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"text": f"ticket {i}", "label": x}) + "\n"
+                                for i, x in enumerate(labels)))
+        return [i.source_ref for i in items_from_data_file(path).items]
+
+    first = write(tmp_path / "a" / "train.jsonl", "billing", "technical")
+    other = write(tmp_path / "b" / "train.jsonl", "shipping", "technical")
+    assert first[0].startswith("data:train.jsonl:1:") and other[0].startswith("data:train.jsonl:1:")
+    assert first[0] != other[0]  # another row on the same line of a same-named file
+    assert first[1] == other[1]  # the same row is the same item
+    edited = write(tmp_path / "a" / "train.jsonl", "billing", "account")
+    assert edited[0] == first[0] and edited[1] != first[1]
+    assert len(first[0].rsplit(":", 1)[1]) == 12
+
+
 def test_classification_rows_show_the_label_as_a_detail(tmp_path):
     f = tmp_path / "tickets.csv"
     f.write_text("text,label\nmy bill is wrong,billing\napp crashes,technical\n")
     got = items_from_data_file(f)
-    assert [i.source_ref for i in got.items] == ["data:tickets.csv:2", "data:tickets.csv:3"]
+    assert [i.source_ref.rsplit(":", 1)[0] for i in got.items] == ["data:tickets.csv:2",
+                                                                   "data:tickets.csv:3"]
     first = got.items[0]
     assert first.shown["prompt"] == [{"role": "user", "content": "my bill is wrong"}]
     assert first.shown["answers"] == []
