@@ -73,10 +73,14 @@ class Exported:
     skipped: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    # ids of ``items``: comparing whole items (their answers and texts) for each record
+    # made an export quadratic in the project's size
+    _item_ids: set[int] = field(default_factory=set, repr=False)
 
     def add(self, item: FinalItem, *records: dict) -> None:
         self.records.extend(records)
-        if item not in self.items:
+        if item.item_id not in self._item_ids:
+            self._item_ids.add(item.item_id)
             self.items.append(item)
 
 
