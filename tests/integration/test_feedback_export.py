@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 import yaml
+from sqlalchemy import select, update
 
 from db_records import T0, make_record
 from tunelab.cli import exits
@@ -153,6 +154,26 @@ def test_without_the_flag_only_approved_feedback_is_exported(tmp_path, log, caps
     assert report["reviewed"] is False and report["skipped"]["rejected_in_review"] == 1
     # ticket 0's unreviewed duplicate ("billing") is new beside the approved "billing dept"
     assert "not_reviewed" not in report["skipped"] and report["written"]["sft.jsonl"] == 12
+
+
+def test_feedback_changed_after_its_review_is_not_reviewed(tmp_path, log, capsys):
+    log.save()
+    with open_database(log.url) as db:
+        assert mark_feedback_reviewed(db, [*[(i, "approved", "billing") for i in range(1, 12)],
+                                           (12, "rejected", None)]) == 12
+        with db.engine.begin() as conn:  # rows 11 and 12 rewritten after the review
+            reviewed = conn.execute(select(FeedbackRow.reviewed_at)
+                                    .where(FeedbackRow.id == 11)).scalar_one()
+            conn.execute(update(FeedbackRow).where(FeedbackRow.id.in_([11, 12])).values(
+                correction="shipping", updated_at=reviewed + timedelta(seconds=1)))
+    code = main(["feedback", "export", "--out", str(tmp_path / "out"), "--db", log.url, "--json"])
+    out, err = capsys.readouterr()
+    assert code == exits.OK, out + err
+    report = json.loads(out)
+    assert report["written"]["sft.jsonl"] == 10 and "rejected_in_review" not in report["skipped"]
+    assert report["skipped"]["not_reviewed"] == 14  # 12 never reviewed, 2 changed since
+    sft = lines(tmp_path / "out" / "sft.jsonl")
+    assert "shipping" not in json.dumps(sft) and "ticket 10" not in json.dumps(sft)
 
 
 def test_personal_data_in_a_correction_fails_the_gate(tmp_path, log, capsys):

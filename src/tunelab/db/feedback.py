@@ -19,7 +19,9 @@ killed process. The rules, in the order they are checked:
 3. There is one row per (response, user) (``user`` ``""`` when none is given): the first
    write inserts it (``created``); a later one sets the fields it gives and keeps those
    it leaves out (a thumbs-up, then a comment, make one row with both), and moves
-   ``updated_at`` (``updated``). Two first writes racing each other: the loser's insert
+   ``updated_at`` (``updated``). A write that changes a value also clears the row's
+   review (``review_status``, ``review_correction``, ``reviewed_at``): the reviewers
+   judged the old words, not the new ones; a write that changes nothing keeps it. Two first writes racing each other: the loser's insert
    hits the unique constraint and is retried, and becomes the update.
 
 On SQLite the transaction begins ``IMMEDIATE`` (it takes the write lock first, so a
@@ -350,8 +352,13 @@ def _write_once(conn: Connection, fb: FeedbackInput, key: str | None, when: date
         outcome: Outcome = "created"
     else:
         new_id = mine.id
+        changed = any(getattr(mine, k) != v for k, v in given.items())
+        # a review approved or rejected what the row said then; once it says something
+        # else, that decision is about other words and must not carry over
+        unreviewed = ({"review_status": None, "review_correction": None, "reviewed_at": None}
+                      if changed else {})
         conn.execute(update(FeedbackRow).where(FeedbackRow.id == new_id)
-                     .values(idempotency_key=key, updated_at=when, **given))
+                     .values(idempotency_key=key, updated_at=when, **given, **unreviewed))
         outcome = "updated"
     row = conn.execute(select(FeedbackRow).where(FeedbackRow.id == new_id)).one()
     return FeedbackWrite(_feedback(row), outcome, model)

@@ -42,7 +42,11 @@ class FeedbackItem:
         experiment, variant: the experiment the request named and the variant that answered.
         review_status: ``"approved"`` or ``"rejected"`` once a review project decided on the
             feedback (``tunelab review export --as feedback``); ``None`` until then.
-        review_correction: the reviewers' own correction, which replaces the user's.
+        review_correction: the correction the review approved (the reviewers' own, else
+            the user's as they saw it), which replaces the user's.
+        updated_at: when the feedback was last changed (UTC).
+        reviewed_at: when the review status was set (UTC); ``None`` until then. A row
+            changed after it (``updated_at > reviewed_at``) was not reviewed as it reads.
     """
 
     feedback_id: int
@@ -63,6 +67,8 @@ class FeedbackItem:
     variant: str | None = None
     review_status: str | None = None
     review_correction: str | None = None
+    updated_at: datetime | None = None
+    reviewed_at: datetime | None = None
 
 
 def feedback_with_requests(db: Database, since: datetime | None = None, model: str | None = None,
@@ -112,7 +118,8 @@ def _item(fb: FeedbackRow, req: RequestLogRow | None) -> FeedbackItem:
     base = dict(feedback_id=fb.id, response_id=fb.response_id, user=fb.user, rating=fb.rating,
                 score=fb.score, correction=fb.correction, comment=fb.comment,
                 created_at=fb.created_at, review_status=fb.review_status,
-                review_correction=fb.review_correction)
+                review_correction=fb.review_correction, updated_at=fb.updated_at,
+                reviewed_at=fb.reviewed_at)
     if req is None:
         return FeedbackItem(**base, found=False)
     return FeedbackItem(**base, found=True, endpoint=req.endpoint, model=req.model,

@@ -215,13 +215,21 @@ def reviewed_only(items: list[FeedbackItem],
 
     Approved feedback is kept with the reviewers' correction in place of the user's when
     they gave one; rejected feedback is always left out; unreviewed feedback is kept only
-    with ``include_unreviewed``.
+    with ``include_unreviewed``. A row changed after its review (``updated_at >
+    reviewed_at``) counts as unreviewed: the review judged what it said before.
+    (``write_feedback`` clears the review on a change; this guards rows written
+    any other way.)
     """
     kept, left_out = [], Counter[str]()
     for item in items:
-        if item.review_status == REJECTED:
+        stale = (item.reviewed_at is not None and item.updated_at is not None
+                 and item.updated_at > item.reviewed_at)
+        status = None if stale else item.review_status
+        if stale:
+            item = replace(item, review_status=None, review_correction=None, reviewed_at=None)
+        if status == REJECTED:
             left_out["rejected_in_review"] += 1
-        elif item.review_status == APPROVED:
+        elif status == APPROVED:
             fix = (item.review_correction or "").strip()
             kept.append(replace(item, correction=fix) if fix else item)
         elif include_unreviewed:

@@ -21,7 +21,9 @@ that gave no record, never dropped silently.
 * **verdicts**: per model (or variant) of the comparisons' hidden keys: wins, losses,
   ties, the win rate (a tie counts half) and its 95% Wilson interval.
 * **feedback**: ``{"feedback_id", "status": "approved"|"rejected", "correction"}``;
-  the correction is the reviewers' own when they gave one (it replaces the user's).
+  an approval's correction is the reviewers' own when they gave one (it replaces the
+  user's), else the user's exactly as the reviewers saw it (the item keeps it), so a
+  correction the user rewrote later is never the one approved.
 
 Field names and values are those of the default label schemas (``tunelab.review.schema``):
 this module knows nothing of how answers were given or checked, nor of files.
@@ -71,10 +73,14 @@ class Exported:
     skipped: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    # ids of ``items``: comparing whole items (their answers and texts) for each record
+    # made an export quadratic in the project's size
+    _item_ids: set[int] = field(default_factory=set, repr=False)
 
     def add(self, item: FinalItem, *records: dict) -> None:
         self.records.extend(records)
-        if item not in self.items:
+        if item.item_id not in self._item_ids:
+            self._item_ids.add(item.item_id)
             self.items.append(item)
 
 
@@ -311,8 +317,8 @@ def export_verdicts(items: list[FinalItem]) -> Exported:
 
 
 def export_feedback_decisions(items: list[FinalItem]) -> Exported:
-    """One decision per feedback item: approved (with the reviewers' correction, if any)
-    or rejected."""
+    """One decision per feedback item: approved, with the correction approved (the
+    reviewers' own, else the user's as the reviewers saw it), or rejected."""
     out = Exported()
     for item in items:
         fid = item.hidden.get("feedback_id")
@@ -323,9 +329,11 @@ def export_feedback_decisions(items: list[FinalItem]) -> Exported:
         if d not in (APPROVE, REJECT):
             out.skipped["no_decision"] += 1
             continue
-        own = str(item.decision.get(CORRECTION) or "").strip() or None
+        # The user's correction is pinned as the reviewers saw it when the item was made:
+        # the feedback row may say something else by now, and that was not reviewed.
+        approved = _feedback_correction(item) or None
         out.add(item, {"feedback_id": fid, "status": "approved" if d == APPROVE else "rejected",
-                       "correction": own if d == APPROVE else None})
+                       "correction": approved if d == APPROVE else None})
     return out
 
 

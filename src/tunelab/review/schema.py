@@ -9,7 +9,9 @@ that do not apply to an item are not asked and are absent from its answers.
 
 Each kind of project has a default schema (``default_schema``); a project may bring its
 own as YAML (``load_schema``): ``fields: [{name, kind, question, choices, low, high,
-required, show}]``. Two answers agree when every field that applies is equal; text is
+required, show}]``: ``choices`` a list of distinct words or numbers, ``required`` true
+or false, a score's ``high - low`` at most 20, and no field named ``csrf_token`` or
+``next`` (the review forms' own). Two answers agree when every field that applies is equal; text is
 compared with its whitespace collapsed, and an empty text means "no correction".
 
 This module knows nothing of HTTP or the database: it checks and compares dicts.
@@ -33,6 +35,8 @@ FieldKind = Literal["choice", "score", "text"]
 Show = Literal["always", "one_answer", "many_answers"]
 _KINDS = ("choice", "score", "text")
 _SHOWS = ("always", "one_answer", "many_answers")
+SCORE_SPAN = 20  # a score's high - low at most: the form shows one button per value
+RESERVED = ("csrf_token", "next")  # form fields of the review app's own
 
 
 class AnswerInvalid(UsageError):
@@ -148,26 +152,62 @@ def load_schema(path: str | Path) -> list[Field]:
         name, kind = str(f.get("name") or ""), f.get("kind")
         if not name.isidentifier() or name in names:
             problems.append(f"{where}.name: {name!r} must be a unique identifier-like word")
+        elif name in RESERVED:
+            problems.append(f"{where}.name: {name!r} is reserved (the review forms use it); "
+                            "choose another name")
         names.add(name)
         if kind not in _KINDS:
             problems.append(f"{where}.kind: {kind!r} must be one of {', '.join(_KINDS)}")
-        choices = tuple(str(c) for c in f.get("choices") or ())
-        if kind == "choice" and len(choices) < 2 and choices != (ANSWERS,):
+        question = f.get("question", name)
+        if not isinstance(question, str):
+            problems.append(f"{where}.question: {question!r} must be text")
+        choices, bad = _choices(f.get("choices"), where)
+        problems.extend(bad)
+        if kind == "choice" and not bad and len(choices) < 2 and choices != (ANSWERS,):
             problems.append(f"{where}.choices: a choice needs two or more choices (or {ANSWERS})")
         low, high = f.get("low", 1), f.get("high", 5)
-        if kind == "score" and not (isinstance(low, int) and isinstance(high, int) and low < high):
+        if kind == "score" and not (_whole(low) and _whole(high) and low < high):
             problems.append(f"{where}: low ({low!r}) and high ({high!r}) must be whole numbers, low < high")
+        elif kind == "score" and high - low > SCORE_SPAN:
+            problems.append(f"{where}: low ({low}) to high ({high}) spans {high - low}; at most "
+                            f"{SCORE_SPAN} (one button per value)")
+        required = f.get("required", kind != "text")
+        if not isinstance(required, bool):
+            problems.append(f"{where}.required: {required!r} must be true or false")
         show = f.get("show", "always")
         if show not in _SHOWS:
             problems.append(f"{where}.show: {show!r} must be one of {', '.join(_SHOWS)}")
         if not problems:
-            fields.append(Field(name, cast(FieldKind, kind), str(f.get("question") or name),
-                                choices, low, high, bool(f.get("required", kind != "text")),
-                                show))
+            fields.append(Field(name, cast(FieldKind, kind), question or name,
+                                choices, low, high, required, show))
     if problems:
         raise UsageError(f"{source}: {len(problems)} problem(s) in the label schema:\n  "
                          + "\n  ".join(problems), hint="fix each field named above")
     return fields
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _choices(raw: object, where: str) -> tuple[tuple[str, ...], list[str]]:
+    """A field's choices as words, and the problems with them: a list of distinct,
+    non-empty words or numbers (a bare word would be read letter by letter)."""
+    if raw is None:
+        return (), []
+    if not isinstance(raw, list):
+        return (), [f"{where}.choices: {raw!r} must be a list, like [good, bad]"]
+    problems = []
+    for c in raw:
+        if isinstance(c, bool):  # YAML reads a bare yes/no/on/off as true/false
+            problems.append(f"{where}.choices: {c!r} was read as true/false; quote the word "
+                            "(\"yes\", \"no\")")
+        elif not isinstance(c, (str, int, float)) or not str(c).strip():
+            problems.append(f"{where}.choices: {c!r} must be a non-empty word or number")
+    words = tuple(str(c) for c in raw)
+    if not problems and len(set(words)) < len(words):
+        problems.append(f"{where}.choices: {list(words)!r} holds a choice twice")
+    return words, problems
 
 
 def parse_answer(fields: Sequence[Field], shown: Mapping, form: Mapping[str, str]) -> dict:

@@ -15,15 +15,23 @@ unique per source row, so adding the same source twice adds nothing new:
 source             one item per                      source_ref
 =================  ================================  =====================================
 eval_sheet         row of ``review.csv``             ``eval:<key sha256[:12]>:item=<n>``
-data               row of a data file                ``data:<file name>:<line>``
+data               row of a data file                ``data:<file name>:<line>:<row
+                                                     sha256[:12]>``
 log_sample         sampled answered request          ``log:<request id>``
 log_negative       request with negative feedback    ``log:<request id>`` (same request,
                                                      same item as a sampled one)
 experiment_pair    two variants' answers to one      ``experiment:<name>:<id>:<id>``
                    prompt
-feedback           row of feedback with a            ``feedback:<id>``
+feedback           row of feedback with a            ``feedback:<id>:<digest>``
                    correction or a negative rating
 =================  ================================  =====================================
+
+A feedback's digest (``feedback_digest``) covers what the user said (correction,
+rating, score, comment): feedback the user changed after it was added is a new item,
+reviewed afresh, and the item of the old words stays what it was. A data item's
+reference holds the row's digest (of its JSON with sorted keys) beside the file name and
+line, which are there for people: two files of the same name, or a file edited since,
+give new items for the rows that differ instead of being taken for rows already added.
 
 An eval sheet's prompt was written as ``[role] content`` blocks joined by blank lines;
 they are read back as messages (a content that itself holds a blank line followed by
@@ -57,6 +65,8 @@ from tunelab.errors import DataError
 
 NEGATIVE_SCORE = 2  # a score at or below this is negative feedback (scores run 1-5)
 KEY_DIGEST = 12  # hex digits of the key file's SHA-256 in an eval item's reference
+FEEDBACK_DIGEST = 10  # hex digits of what a user said in a feedback item's reference
+ROW_DIGEST = 12  # hex digits of a data row's SHA-256 in a data item's reference
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Why a row of a source gave no item, as the summary says it.
@@ -187,8 +197,9 @@ def items_from_data_file(path: str | Path) -> Collected:
         if not isinstance(row, dict):  # formats read objects only: cannot happen, but say so
             continue
         fmt = detect_format(row)
+        digest = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:ROW_DIGEST]
         out.items.append(ItemInput(
-            "data", f"data:{name}:{ex.line}", _data_shown(ex, fmt),
+            "data", f"data:{name}:{ex.line}:{digest}", _data_shown(ex, fmt),
             {"row": row, "line": ex.line, "file": str(path), "format": fmt}))
     if len(rows) > len(out.items):  # unparsable lines and rows with errors
         out.skipped["row_has_errors"] = len(rows) - len(out.items)
@@ -348,6 +359,13 @@ def items_from_experiment(db: Database, experiment: str, limit: int | None,
     return out
 
 
+def feedback_digest(correction: str | None, rating: str | None, score: int | None,
+                    comment: str | None) -> str:
+    """A short hash of what a user said in a feedback row: it changes when any value does."""
+    said = json.dumps([correction, rating, score, comment], ensure_ascii=False)
+    return hashlib.sha256(said.encode()).hexdigest()[:FEEDBACK_DIGEST]
+
+
 def items_from_feedback(db: Database, since: datetime | None = None) -> Collected:
     """Feedback rows with a correction or a negative rating, for feedback review.
 
@@ -374,7 +392,10 @@ def items_from_feedback(db: Database, since: datetime | None = None) -> Collecte
                 ("comment", fb.comment)]
         details = [{"name": k, "value": str(v)} for k, v in said if v not in (None, "")]
         out.items.append(ItemInput(
-            "feedback", f"feedback:{fb.feedback_id}", _shown(msgs, [fb.answer], details=details),
+            "feedback",
+            f"feedback:{fb.feedback_id}:"
+            f"{feedback_digest(fb.correction, fb.rating, fb.score, fb.comment)}",
+            _shown(msgs, [fb.answer], details=details),
             {"feedback_id": fb.feedback_id, "request_id": fb.response_id, "model": fb.model,
              "correction": correction or None}))
     return out

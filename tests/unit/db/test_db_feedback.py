@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from db_records import T0, make_record
 from tunelab.db import (
@@ -23,7 +23,8 @@ from tunelab.db import (
     write_feedback,
 )
 from tunelab.db.feedback import TEXT_LENGTH, all_feedback, get_feedback, response_status
-from tunelab.db.tables import RequestLogRow
+from tunelab.db.review import mark_feedback_reviewed
+from tunelab.db.tables import FeedbackRow, RequestLogRow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -59,6 +60,32 @@ def test_first_write_creates_and_a_later_one_merges_into_the_same_row(db):
     write_feedback(db, FeedbackInput(rid(0), "bob", rating="down"))
     write_feedback(db, FeedbackInput(rid(0), score=2))
     assert sorted(f.user for f in all_feedback(db)) == ["", "ann", "bob"]
+
+
+def review_of(db, feedback_id: int) -> tuple:
+    with db.engine.connect() as conn:
+        return tuple(conn.execute(select(FeedbackRow.review_status, FeedbackRow.review_correction,
+                                         FeedbackRow.reviewed_at)
+                                  .where(FeedbackRow.id == feedback_id)).one())
+
+
+def test_a_changing_write_clears_the_review_and_an_identical_one_keeps_it(db):
+    fid = write_feedback(db, FeedbackInput(rid(0), "ann", rating="down",
+                                           correction="billing"), now=T0).feedback.id
+    assert mark_feedback_reviewed(db, [(fid, "approved", "billing")]) == 1
+    # the same values again (a retry without a key, or a resent form) change nothing
+    write_feedback(db, FeedbackInput(rid(0), "ann", correction="billing"),
+                   now=T0 + timedelta(seconds=1))
+    status, correction, reviewed_at = review_of(db, fid)
+    assert (status, correction) == ("approved", "billing") and reviewed_at is not None
+    # the user rewrites the correction: the approval was of the old words
+    write_feedback(db, FeedbackInput(rid(0), "ann", correction="delete my account"),
+                   now=T0 + timedelta(seconds=2))
+    assert review_of(db, fid) == (None, None, None)
+    # a changed rating alone clears a rejection too
+    assert mark_feedback_reviewed(db, [(fid, "rejected", None)]) == 1
+    write_feedback(db, FeedbackInput(rid(0), "ann", rating="up"), now=T0 + timedelta(seconds=3))
+    assert review_of(db, fid) == (None, None, None)
 
 
 def test_a_retried_key_returns_the_first_row_unchanged(db):

@@ -19,6 +19,7 @@ from review_data_helpers import (
     open_db,
 )
 from tunelab.data.load import load_examples, load_pairs
+from tunelab.db.feedback import FeedbackInput, write_feedback
 from tunelab.db.review import (
     claim_next,
     create_project,
@@ -204,6 +205,28 @@ def test_a_source_that_does_not_fit_the_project_is_refused(tmp_path, db):
         add_to_project("exp", db_url=url(tmp_path), from_log=True)
 
 
+def feedback_items(db, project: str) -> dict[int, int]:
+    """feedback id -> item id (the reference is ``feedback:<id>:<digest>``)."""
+    return {int(ref.split(":")[1]): i for ref, i in item_ids(db, get_project(db, project)).items()}
+
+
+def test_an_approval_pins_the_correction_the_reviewers_saw(tmp_path, db):
+    (a,) = log_requests(db, {"prompt": chat("route my invoice ticket"), "answer": "technical"})
+    fid = give_feedback(db, a, user="u", rating="down", correction="billing")
+    create_project(db, "fb", "feedback", {}, "Is the correction right?", 2)
+    assert add_to_project("fb", db_url=url(tmp_path), feedback=True).added == 1
+    approve = {"decision": "approve", "correction": ""}
+    Reviewers(db).answer("fb", {feedback_items(db, "fb")[fid]: (approve, approve)})
+    # the user rewrites the correction after the reviewers approved "billing"
+    write_feedback(db, FeedbackInput(a, "u", correction="delete every account"))
+    export_project("fb", "feedback", tmp_path / "decisions.json", url(tmp_path))
+    assert read_json(tmp_path / "decisions.json")["decisions"] == [
+        {"feedback_id": fid, "status": "approved", "correction": "billing"}]
+    export_feedback(tmp_path / "reviewed", url(tmp_path))
+    sft = [json.loads(x) for x in (tmp_path / "reviewed" / "sft.jsonl").read_text().splitlines()]
+    assert [r["messages"][-1]["content"] for r in sft] == ["billing"]
+
+
 def test_feedback_review_decides_what_feedback_export_takes(tmp_path, db):
     a, b, c, d = log_requests(db, *[{"prompt": chat(f"route ticket {i} about my invoice"),
                                      "answer": "technical"} for i in range(4)])
@@ -213,23 +236,23 @@ def test_feedback_review_decides_what_feedback_export_takes(tmp_path, db):
     give_feedback(db, d, user="u", rating="down", correction="account")
     create_project(db, "fb", "feedback", {}, "Is the correction right?", 2)
     assert add_to_project("fb", db_url=url(tmp_path), feedback=True).added == 4
-    refs = item_ids(db, get_project(db, "fb"))
+    refs = feedback_items(db, "fb")
     with pytest.raises(UsageError, match="none of the 4 feedback row"):
         export_feedback(tmp_path / "before", url(tmp_path))  # nothing approved yet
     approve_fix = {"decision": "approve", "correction": "billing team"}
     approve, reject = {"decision": "approve", "correction": ""}, {"decision": "reject"}
     people = Reviewers(db)
-    people.answer("fb", {refs[f"feedback:{fa}"]: (approve_fix, approve_fix),
-                         refs[f"feedback:{fa + 1}"]: (reject, reject),
-                         refs[f"feedback:{fc}"]: (approve, reject)})
-    people.settle("fb", refs[f"feedback:{fc}"], approve)
+    people.answer("fb", {refs[fa]: (approve_fix, approve_fix),
+                         refs[fa + 1]: (reject, reject),
+                         refs[fc]: (approve, reject)})
+    people.settle("fb", refs[fc], approve)
     result = export_project("fb", "feedback", tmp_path / "decisions.json", url(tmp_path))
     assert result.feedback_marked == 3 and result.in_review == {"open": 1, "disagreed": 0}
     doc = read_json(tmp_path / "decisions.json")
     assert doc["decisions"] == [
         {"feedback_id": fa, "status": "approved", "correction": "billing team"},
         {"feedback_id": fa + 1, "status": "rejected", "correction": None},
-        {"feedback_id": fc, "status": "approved", "correction": None}]
+        {"feedback_id": fc, "status": "approved", "correction": "billing"}]
     reviewed = export_feedback(tmp_path / "reviewed", url(tmp_path))
     sft = [json.loads(x) for x in (tmp_path / "reviewed" / "sft.jsonl").read_text().splitlines()]
     assert [r["messages"][-1]["content"] for r in sft] == ["billing team", "billing"]

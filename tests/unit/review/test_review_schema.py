@@ -67,6 +67,46 @@ def test_schema_files_are_checked_with_every_problem_named(tmp_path):
     assert schema_from_json(schema_to_json(fields)) == fields
 
 
+def test_malformed_fields_are_problems_not_letters_or_tracebacks(tmp_path):
+    yaml_text = """fields:
+  - {name: verdict, kind: choice, choices: good}
+  - {name: stars, kind: choice, choices: 5}
+  - {name: ok, kind: choice, choices: [yes, no]}
+  - {name: pick, kind: choice, choices: [a, [b], a]}
+  - {name: sure, kind: choice, choices: [a, b], required: "no"}
+  - {name: wide, kind: score, low: 0, high: 100}
+  - {name: csrf_token, kind: text}
+  - {name: next, kind: text}
+  - {name: note, kind: text, question: [what, is, wrong]}
+"""
+    path = tmp_path / "schema.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(UsageError) as bad:
+        load_schema(path)
+    text = str(bad.value)
+    assert "10 problem(s)" in text and text.count(": fields[") == 10  # all at once; ok has two
+    assert "fields[0].choices: 'good' must be a list" in text
+    assert "fields[1].choices: 5 must be a list" in text
+    assert "fields[2].choices: True was read as true/false; quote" in text
+    assert "fields[3].choices: ['b'] must be a non-empty word or number" in text
+    assert "fields[4].required: 'no' must be true or false" in text
+    assert "fields[5]: low (0) to high (100) spans 100; at most 20" in text
+    assert "fields[6].name: 'csrf_token' is reserved" in text
+    assert "fields[7].name: 'next' is reserved" in text
+    assert "fields[8].question: ['what', 'is', 'wrong'] must be text" in text
+    path.write_text("fields:\n  - {name: pick, kind: choice, choices: [a, b, a]}\n"
+                    "  - {name: ok, kind: choice, choices: ['yes', 'no', 3], required: false}\n"
+                    "  - {name: grade, kind: score, low: 0, high: 20}\n")
+    with pytest.raises(UsageError, match=r"fields\[0\].choices: \['a', 'b', 'a'\] holds a "
+                                         r"choice twice"):
+        load_schema(path)
+    path.write_text("fields:\n  - {name: ok, kind: choice, choices: ['yes', 'no', 3], "
+                    "required: false}\n  - {name: grade, kind: score, low: 0, high: 20}\n")
+    ok, grade = load_schema(path)
+    assert (ok.choices, ok.required, ok.question) == (("yes", "no", "3"), False, "ok")
+    assert (grade.low, grade.high, grade.required) == (0, 20, True)
+
+
 def test_answers_agree_field_by_field_with_text_whitespace_collapsed():
     assert agree([{"verdict": "bad", "correction": "Paris is  the capital"},
                   {"verdict": "bad", "correction": " Paris is the capital\n"}])

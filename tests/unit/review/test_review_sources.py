@@ -8,6 +8,7 @@ import json
 import pytest
 
 from review_data_helpers import chat, give_feedback, log_requests, make_sheet, open_db
+from tunelab.db.feedback import FeedbackInput, write_feedback
 from tunelab.errors import DataError
 from tunelab.review.sources import (
     items_from_data_file,
@@ -64,7 +65,7 @@ def test_data_file_items_name_their_line_and_count_bad_rows(tmp_path):
         + json.dumps({"messages": [{"role": "user", "content": "2+2"},
                                    {"role": "assistant", "content": "4"}]}) + "\n")
     got = items_from_data_file(f)
-    refs = [i.source_ref for i in got.items]
+    refs = [i.source_ref.rsplit(":", 1)[0] for i in got.items]
     assert refs == ["data:train.jsonl:1", "data:train.jsonl:4"]
     assert got.skipped == {"row_has_errors": 2}
     item = got.items[1]
@@ -74,11 +75,29 @@ def test_data_file_items_name_their_line_and_count_bad_rows(tmp_path):
     assert item.hidden["row"]["messages"][1]["content"] == "4"
 
 
+def test_data_references_tell_rows_of_same_named_and_edited_files_apart(tmp_path):
+    def write(path, *labels):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"text": f"ticket {i}", "label": x}) + "\n"
+                                for i, x in enumerate(labels)))
+        return [i.source_ref for i in items_from_data_file(path).items]
+
+    first = write(tmp_path / "a" / "train.jsonl", "billing", "technical")
+    other = write(tmp_path / "b" / "train.jsonl", "shipping", "technical")
+    assert first[0].startswith("data:train.jsonl:1:") and other[0].startswith("data:train.jsonl:1:")
+    assert first[0] != other[0]  # another row on the same line of a same-named file
+    assert first[1] == other[1]  # the same row is the same item
+    edited = write(tmp_path / "a" / "train.jsonl", "billing", "account")
+    assert edited[0] == first[0] and edited[1] != first[1]
+    assert len(first[0].rsplit(":", 1)[1]) == 12
+
+
 def test_classification_rows_show_the_label_as_a_detail(tmp_path):
     f = tmp_path / "tickets.csv"
     f.write_text("text,label\nmy bill is wrong,billing\napp crashes,technical\n")
     got = items_from_data_file(f)
-    assert [i.source_ref for i in got.items] == ["data:tickets.csv:2", "data:tickets.csv:3"]
+    assert [i.source_ref.rsplit(":", 1)[0] for i in got.items] == ["data:tickets.csv:2",
+                                                                   "data:tickets.csv:3"]
     first = got.items[0]
     assert first.shown["prompt"] == [{"role": "user", "content": "my bill is wrong"}]
     assert first.shown["answers"] == []
@@ -152,6 +171,21 @@ def test_experiment_pairs_are_blinded_and_seeded(tmp_path):
     assert orders == {"control", "canary"}  # the order is shuffled, not fixed
 
 
+def test_feedback_changed_by_its_user_is_a_new_item(tmp_path):
+    with open_db(tmp_path) as db:
+        (a,) = log_requests(db, {"prompt": chat("route: my bill"), "answer": "technical"})
+        fa = give_feedback(db, a, user="u", rating="down", correction="billing")
+        before = items_from_feedback(db).items[0].source_ref
+        assert items_from_feedback(db).items[0].source_ref == before  # same words, same item
+        write_feedback(db, FeedbackInput(a, "u", correction="shipping"))
+        after = items_from_feedback(db).items[0]
+        write_feedback(db, FeedbackInput(a, "u", comment="sorry, billing after all"))
+        commented = items_from_feedback(db).items[0].source_ref
+    assert before.startswith(f"feedback:{fa}:") and after.source_ref.startswith(f"feedback:{fa}:")
+    assert len({before, after.source_ref, commented}) == 3
+    assert after.hidden["correction"] == "shipping"
+
+
 def test_feedback_items_show_what_the_user_said(tmp_path):
     with open_db(tmp_path) as db:
         a, b, c, d = log_requests(db, {"prompt": chat("route: my bill"), "answer": "technical"},
@@ -163,7 +197,8 @@ def test_feedback_items_show_what_the_user_said(tmp_path):
         give_feedback(db, c, user="u", correction="fixed")
         fd = give_feedback(db, d, user="u", score=1)
         got = items_from_feedback(db)
-    assert [i.source_ref for i in got.items] == [f"feedback:{fa}", f"feedback:{fd}"]
+    assert [i.source_ref.rsplit(":", 1)[0] for i in got.items] == [f"feedback:{fa}",
+                                                                   f"feedback:{fd}"]
     assert got.skipped == {"no_signal": 1, "text_not_logged": 1}
     item = got.items[0]
     assert item.shown["answers"] == [{"label": "A", "text": "technical"}]
