@@ -10,8 +10,8 @@ that do not apply to an item are not asked and are absent from its answers.
 Each kind of project has a default schema (``default_schema``); a project may bring its
 own as YAML (``load_schema``): ``fields: [{name, kind, question, choices, low, high,
 required, show}]``: ``choices`` a list of distinct words or numbers, ``required`` true
-or false, a score's ``high - low`` at most 20, and no field named ``csrf_token`` or
-``next`` (the review forms' own). Two answers agree when every field that applies is equal; text is
+or false, a score's ``high - low`` at most 20, and no field named ``csrf_token``,
+``guideline_version`` or ``next`` (the review forms' own). Two answers agree when every field that applies is equal; text is
 compared with its whitespace collapsed, and an empty text means "no correction".
 
 This module knows nothing of HTTP or the database: it checks and compares dicts.
@@ -36,7 +36,7 @@ Show = Literal["always", "one_answer", "many_answers"]
 _KINDS = ("choice", "score", "text")
 _SHOWS = ("always", "one_answer", "many_answers")
 SCORE_SPAN = 20  # a score's high - low at most: the form shows one button per value
-RESERVED = ("csrf_token", "next")  # form fields of the review app's own
+RESERVED = ("csrf_token", "next", "guideline_version")  # form fields of the review app's own
 
 
 class AnswerInvalid(UsageError):

@@ -78,13 +78,14 @@ def test_malformed_fields_are_problems_not_letters_or_tracebacks(tmp_path):
   - {name: csrf_token, kind: text}
   - {name: next, kind: text}
   - {name: note, kind: text, question: [what, is, wrong]}
+  - {name: guideline_version, kind: text}
 """
     path = tmp_path / "schema.yaml"
     path.write_text(yaml_text)
     with pytest.raises(UsageError) as bad:
         load_schema(path)
     text = str(bad.value)
-    assert "10 problem(s)" in text and text.count(": fields[") == 10  # all at once; ok has two
+    assert "11 problem(s)" in text and text.count(": fields[") == 11  # all at once; ok has two
     assert "fields[0].choices: 'good' must be a list" in text
     assert "fields[1].choices: 5 must be a list" in text
     assert "fields[2].choices: True was read as true/false; quote" in text
@@ -94,6 +95,7 @@ def test_malformed_fields_are_problems_not_letters_or_tracebacks(tmp_path):
     assert "fields[6].name: 'csrf_token' is reserved" in text
     assert "fields[7].name: 'next' is reserved" in text
     assert "fields[8].question: ['what', 'is', 'wrong'] must be text" in text
+    assert "fields[9].name: 'guideline_version' is reserved" in text
     path.write_text("fields:\n  - {name: pick, kind: choice, choices: [a, b, a]}\n"
                     "  - {name: ok, kind: choice, choices: ['yes', 'no', 3], required: false}\n"
                     "  - {name: grade, kind: score, low: 0, high: 20}\n")
