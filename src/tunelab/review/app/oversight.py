@@ -36,15 +36,15 @@ from tunelab.review.app.pages import (
     ItemId,
     _db,
     _project,
+    checked_answer,
     form_of,
-    guideline_changed,
     item_context,
     require_role,
     session_of,
 )
 from tunelab.review.app.render import page
 from tunelab.review.passwords import check_password_strength, hash_password
-from tunelab.review.schema import AnswerInvalid, levels, parse_answer, schema_from_json
+from tunelab.review.schema import levels, schema_from_json
 
 router = APIRouter()
 
@@ -91,15 +91,10 @@ async def adjudicate_item(request: Request, name: str, item_id: ItemId) -> Respo
     project = await _project(request, name)
     db = _db(request)
     item, answers, decided = await run_in_threadpool(_item_with_answers, db, project, item_id)
-    changed = guideline_changed(project, form)
-    try:
-        if changed:
-            raise AnswerInvalid(changed)
-        decision = parse_answer(schema_from_json(project.label_schema), item.shown, form)
-    except AnswerInvalid as e:
-        return page("adjudicate.html", 409 if changed else 422, user=session.user,
-                    csrf=session.csrf_token,
-                    answers=answers, decided=decided, values=form, problems=e.problems,
+    decision, status, problems = checked_answer(project, item, form)
+    if decision is None:
+        return page("adjudicate.html", status, user=session.user, csrf=session.csrf_token,
+                    answers=answers, decided=decided, values=form, problems=problems,
                     title=f"{project.name}: adjudicate item {item.id}",
                     **item_context(project, item))
     await run_in_threadpool(adjudicate, db, item.id, session.user.id, decision,

@@ -201,18 +201,25 @@ def _reviewer_item(db: Database, project: Project, item_id: int, session: Review
 GUIDELINE_FIELD = "guideline_version"
 
 
-def guideline_changed(project: Project, form: dict[str, str]) -> list[str]:
-    """The problem to show when the form was answered under an older guideline version.
+def checked_answer(project: Project, item: Item, form: dict[str, str]
+                   ) -> tuple[dict | None, int, list[str]]:
+    """A posted answer (or adjudication) checked: ``(answer, 200, [])``, or ``(None,
+    status, problems)`` to show on the form again.
 
-    The page carries the version it showed; an answer is stored with the version its
-    reviewer read, so one given while the guideline changed is sent back to be re-read.
-    A form without the field (a script) is taken to have read the current one.
+    The page carries the guideline version it showed; an answer is stored with the version
+    its reviewer read, so one given while the guideline changed is sent back (409) to be
+    re-read. A form without the field (a script) is taken to have read the current one.
+    Missing or disallowed values are 422, each field named.
     """
     seen = form.pop(GUIDELINE_FIELD, None)
-    if seen is None or seen == str(project.guideline_version):
-        return []
-    return [f"the guideline changed to version {project.guideline_version} while this page "
-            "was open: read it (beside the item), then submit again"]
+    if seen is not None and seen != str(project.guideline_version):
+        return None, 409, [f"the guideline changed to version {project.guideline_version} "
+                           "while this page was open: read it (beside the item), then submit "
+                           "again"]
+    try:
+        return parse_answer(schema_from_json(project.label_schema), item.shown, form), 200, []
+    except AnswerInvalid as e:
+        return None, 422, e.problems
 
 
 def item_context(project: Project, item: Item) -> dict:
@@ -241,15 +248,10 @@ async def answer_item(request: Request, name: str, item_id: ItemId) -> Response:
     project = await _project(request, name)
     db = _db(request)
     item, _ = await run_in_threadpool(_reviewer_item, db, project, item_id, session)
-    fields = schema_from_json(project.label_schema)
-    changed = guideline_changed(project, form)
-    try:
-        if changed:
-            raise AnswerInvalid(changed)
-        answer = parse_answer(fields, item.shown, form)
-    except AnswerInvalid as e:
-        return page("item.html", 409 if changed else 422, user=session.user,
-                    csrf=session.csrf_token, answer=None, values=form, problems=e.problems,
+    answer, status, problems = checked_answer(project, item, form)
+    if answer is None:
+        return page("item.html", status, user=session.user, csrf=session.csrf_token,
+                    answer=None, values=form, problems=problems,
                     title=f"{project.name}: item {item.id}", **item_context(project, item))
     await run_in_threadpool(submit_answer, db, item.id, session.user.id, answer,
                             project.guideline_version, agree)
