@@ -22,9 +22,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+# Debian's chromium for the review app's browser tests (Playwright drives it; it never
+# downloads a browser of its own). `make test` fails without it instead of skipping.
 install-dev: $(VENV)/.installed-dev
-	# Debian's chromium for the review app's browser tests (Playwright drives it; it never
-	# downloads a browser of its own). `make test` fails without it instead of skipping.
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
 quickstart: install
