@@ -14,7 +14,7 @@ def test_three_processes_opening_one_new_sqlite_file_at_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'log.db'}"
     assert_concurrent_opens_succeed(url)
     with open_database(url) as db, db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0003",)]
 
 
 def test_threads_of_one_process_opening_at_once(tmp_path):
