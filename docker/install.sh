@@ -38,7 +38,7 @@ case "$step" in
       'import importlib.metadata as m; print("torch==" + m.version("torch"))' >"$constraints"
     target=$src
     if [ -n "${TUNELAB_EXTRAS:-}" ]; then
-      target="$src[$TUNELAB_EXTRAS]"
+      target="${src}[${TUNELAB_EXTRAS}]"
     fi
     "$venv/bin/python" -m pip install --constraint "$constraints" "$target"
     rm -f "$constraints"
