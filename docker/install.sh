@@ -36,6 +36,23 @@ case "$step" in
     constraints=$(mktemp)
     "$venv/bin/python" -c \
       'import importlib.metadata as m; print("torch==" + m.version("torch"))' >"$constraints"
+    case ",${TUNELAB_EXTRAS:-}," in
+      *,llamacpp,*)
+        # llama-cpp-python builds llama.cpp from source: it needs a C++ compiler and cmake,
+        # which the slim image lacks (they stay in the image: about 250 MB more)
+        if ! command -v c++ >/dev/null 2>&1 || ! command -v cmake >/dev/null 2>&1; then
+          if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            apt-get update
+            apt-get install -y --no-install-recommends build-essential cmake
+            rm -rf /var/lib/apt/lists/*
+          else
+            echo "install.sh: the llamacpp extra builds llama.cpp from source; install a" \
+              "C++ compiler and cmake first" >&2
+            exit 2
+          fi
+        fi
+        ;;
+    esac
     target=$src
     if [ -n "${TUNELAB_EXTRAS:-}" ]; then
       target="${src}[${TUNELAB_EXTRAS}]"
