@@ -188,16 +188,6 @@ def _cmd_chat(a: argparse.Namespace) -> int:
     return exits.OK
 
 
-def _cmd_export(a: argparse.Namespace) -> int:
-    from tunelab.cli.reporter import StderrReporter
-    from tunelab.models.runs import export_merged
-
-    out = export_merged(a.run, Path(a.merge), a.runs_dir, overwrite=a.overwrite,
-                        reporter=StderrReporter())
-    print(f"merged model: {out}")
-    return exits.OK
-
-
 def _cmd_quickstart(a: argparse.Namespace) -> int:
     from tunelab.cli.reporter import StderrReporter
     from tunelab.recipes.quickstart import format_table, next_steps, run_quickstart
@@ -318,13 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"where run names are looked up (default: {DEFAULT_RUNS_DIR})")
         g.set_defaults(func=func)
 
-    e = sub.add_parser("export", help="write a standalone merged model folder")
-    e.add_argument("run", help="a finished run folder, or a run name under --runs-dir")
-    e.add_argument("--merge", required=True, metavar="OUT", help="output folder")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    e.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
-                   help=f"where run names are looked up (default: {DEFAULT_RUNS_DIR})")
-    e.set_defaults(func=_cmd_export)
+    from tunelab.cli import export
+
+    export.register(sub)
 
     q = sub.add_parser("quickstart", help="generate a task, fine-tune the default model, compare")
     q.add_argument("--workdir", default="quickstart",

@@ -25,6 +25,9 @@ FormatName = Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # ModelSettings.name; must be in models.catalog.KNOWN_MODELS
 DEFAULT_MAX_LENGTH = 1024  # DataSettings.max_length; tokens, after the chat template
 DEFAULT_RUNS_DIR = "runs"  # OutputSettings.dir; where run folders go and run names are looked up
+GGUF_TYPES = ("f32", "f16", "q8_0")  # `tunelab export --gguf --type`: weight types written
+GGUF_CHECK_PROMPTS = 16  # `tunelab export --gguf`: greedy answers compared per reader
+GGUF_CHECK_NEW_TOKENS = 48  # ... and tokens per compared answer
 
 
 class _Section(BaseModel):

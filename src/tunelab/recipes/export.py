@@ -1,0 +1,235 @@
+"""`tunelab export RUN --gguf OUT.gguf`: merge, write GGUF, prove it answers the same.
+
+A run (its adapter merged into its base) or a store model is written as one GGUF file
+(``tunelab.models.gguf_write``) with the run's chat template, stop tokens and task. Unless
+``check`` is off, the written file is read back by transformers' GGUF reader, and by
+llama.cpp when the ``llamacpp`` extra is installed, and each reader's greedy answers to
+the check prompts are compared token for token with the merged model's
+(``tunelab.eval.gguf_parity``). The file reaches ``out`` only when every reader passes;
+until then it sits under a hidden name beside it, removed on failure. An Ollama
+``Modelfile`` is written beside the file.
+
+Check prompts come from ``prompts`` when given, else from the run's validation data
+(its training data when it has none), rendered through the run's task and template as
+training rendered them; a store model without prompts uses ``FALLBACK_PROMPTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config.schema import (
+    DEFAULT_RUNS_DIR,
+    GGUF_CHECK_NEW_TOKENS,
+    GGUF_CHECK_PROMPTS,
+    GGUF_TYPES,
+)
+from tunelab.config.task import TaskSettings
+from tunelab.data.example import Message
+from tunelab.data.load import load_examples
+from tunelab.data.task import TaskPrompt, load_task_examples, task_label_set
+from tunelab.data.template import (
+    end_of_turn_ids,
+    render_prompt_ids,
+    resolve_chat_template,
+    template_fingerprint,
+)
+from tunelab.errors import ModelError, StoreError
+from tunelab.eval.gguf_parity import HfGreedy, ParityReport, compare, reference_answers
+from tunelab.files import write_text_atomic
+from tunelab.models.gguf_write import check_supported, write_gguf
+from tunelab.models.modelfile import build_modelfile
+from tunelab.models.runs import load_for_inference, run_settings
+from tunelab.tracking.reporter import SILENT, Reporter
+from tunelab.tracking.run_dir import find_run
+
+FALLBACK_PROMPTS = (
+    "What is the capital of France?", "Write one sentence about the sea.",
+    "List three colours.", "What is 12 plus 30?", "Say hello in Spanish.",
+    "Name a famous scientist and what they discovered.", "Give me a synonym for happy.",
+    "How many days are in a leap year?", "Explain what a noun is in one sentence.",
+    "Translate 'thank you' into French.", "What do bees make?",
+    "Suggest a name for a small grey cat.", "Why is the sky blue? Answer briefly.",
+    "Write a haiku about autumn.", "What is the opposite of cold?",
+    "My parcel has not arrived. What should I do?",
+)
+
+
+class ParityError(ModelError):
+    """The written GGUF does not answer like the model it came from."""
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    modelfile: Path
+    ftype: str
+    bytes: int
+    reports: list[ParityReport] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # readers not run, with why
+    template_in_modelfile: bool = True
+
+    def commands(self, name: str) -> list[str]:
+        """What to run next with llama.cpp and Ollama."""
+        return [f"llama-server -m {self.out} --jinja --port 8080",
+                f"ollama create {name} -f {self.modelfile}",
+                f"ollama run {name}"]
+
+
+def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT_RUNS_DIR,
+                check: bool = True, prompts: Path | None = None, n_prompts: int = GGUF_CHECK_PROMPTS,
+                max_new_tokens: int = GGUF_CHECK_NEW_TOKENS, overwrite: bool = False,
+                reporter: Reporter = SILENT) -> ExportResult:
+    """Write ``ref`` (a run, or a store model) as the GGUF file ``out`` and check it.
+
+    Raises:
+        UsageError: an unknown ``ftype``.
+        StoreError: ``out`` exists (without ``overwrite``), its folder is missing or cannot
+            be written, or ``ref`` is not a finished run with weights.
+        UnsupportedModelError: the architecture or tokenizer cannot be written.
+        ParityError: a reader's answers fell below the threshold (nothing is left at ``out``).
+    """
+    out = Path(out)
+    if ftype not in GGUF_TYPES:
+        raise ModelError(f"unknown GGUF type {ftype!r}", hint=f"use one of {', '.join(GGUF_TYPES)}")
+    if not out.parent.is_dir():
+        raise StoreError(f"the folder {out.parent} does not exist",
+                         hint="create it first, or write the file somewhere else")
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out} exists already", hint="choose another file name, or --overwrite")
+    reporter.info(f"loading {ref}")
+    loaded = load_for_inference(ref, runs_dir, reporter=reporter)
+    model = loaded.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()  # the adapter folded into the base weights
+    model.eval()
+    check_supported(model)
+    tok = loaded.tokenizer
+    template = resolve_chat_template(tok, loaded.chat_template)
+    stop = set(end_of_turn_ids(tok))
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    stop |= {eos} if isinstance(eos, int) else set(eos or [])
+    run_dir = find_run(ref, runs_dir)
+    meta = {"source": str(run_dir or ref),
+            "chat_template_fingerprint": template_fingerprint(tok, loaded.chat_template)}
+    if loaded.task is not None:
+        meta["task"] = json.dumps(loaded.task.model_dump(mode="json"))
+    pending = out.with_name(f".{out.stem}.unchecked-{uuid.uuid4().hex[:8]}.gguf")
+    reporter.info(f"writing {ftype} GGUF")
+    write_gguf(model, tok, pending, ftype=ftype, chat_template=template, name=loaded.label,
+               stop_ids=stop, metadata=meta)
+    try:
+        result = ExportResult(out, out.with_suffix(".Modelfile"), ftype, pending.stat().st_size)
+        if check:
+            ids = _check_prompts(run_dir, prompts, n_prompts, loaded.task, tok,
+                                 template, reporter)
+            _check(result, model, pending, ids, max_new_tokens, frozenset(stop), reporter)
+        mf = build_modelfile(
+            out.name, lambda chat: tok.apply_chat_template(chat, chat_template=template,
+                                                           tokenize=False, add_generation_prompt=True),
+            sorted({tok.convert_ids_to_tokens(i) for i in stop}),
+            int(model.config.max_position_embeddings),
+            _task_system(loaded.task))
+        result.template_in_modelfile = mf.has_template
+        write_text_atomic(result.modelfile, mf.text)
+        os.replace(pending, out)
+    except OSError as e:
+        raise StoreError(f"{out}: cannot be written ({e.strerror or e})",
+                         hint=f"check that you may write to {out.parent} and that the disk has room") from e
+    finally:
+        pending.unlink(missing_ok=True)
+    return result
+
+
+def _task_system(task: TaskSettings | None) -> str | None:
+    if task is None:
+        return None
+    return TaskPrompt.of(task, task_label_set(task)).system
+
+
+def _check(result: ExportResult, model: Any, path: Path, prompts: list[list[int]],
+           max_new_tokens: int, stop: frozenset[int], reporter: Reporter) -> None:
+    reporter.info(f"checking {len(prompts)} greedy answers against the merged model")
+    ref = reference_answers(HfGreedy(model), prompts, max_new_tokens, stop)
+    readers: list[tuple[str, Any]] = [("transformers", HfGreedy(_read_back(path)))]
+    try:
+        from tunelab.models.llamacpp import LlamaCppModel
+
+        readers.append(("llama.cpp", LlamaCppModel(path)))
+    except ImportError:
+        result.skipped.append("llama.cpp: not installed (pip install 'tunelab[llamacpp]')")
+    for name, reader in readers:
+        report = compare(ref, reader, name, result.ftype)
+        result.reports.append(report)
+        reporter.info(report.summary())
+    failed = [r for r in result.reports if not r.passed]
+    if failed:
+        raise ParityError(
+            "the GGUF does not answer like the model it came from: "
+            + "; ".join(r.summary() for r in failed) + "; the file was not kept",
+            hint="try --type f32, or --no-check to write it anyway and compare yourself")
+
+
+def _read_back(path: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                     dtype=torch.float32, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ParityError(f"transformers cannot read the written GGUF back: {e}",
+                          hint="this is a bug in the export; please report it") from e
+    return model.eval()
+
+
+def _check_prompts(run_dir: Path | None, prompts: Path | None, n: int,
+                   task: TaskSettings | None, tok: Any, template: str,
+                   reporter: Reporter) -> list[list[int]]:
+    """Up to ``n`` distinct prompts, as token ids, rendered as training rendered them."""
+    chats: list[list[Message]] = []
+    files = [prompts] if prompts is not None else _run_files(run_dir)
+    for f in files:
+        examples = (load_task_examples(f, task, task_label_set(task), reporter)
+                    if task is not None else load_examples(f, reporter=reporter))
+        for ex in examples:
+            msgs = list(ex.messages)
+            while msgs and msgs[-1].role == "assistant":
+                msgs.pop()
+            if msgs:
+                chats.append(msgs)
+        if len(chats) >= n:
+            break
+    if not chats:
+        if prompts is not None:
+            raise ModelError(f"{prompts} holds no chat prompt to check with",
+                             hint="give a file of chats or instruction rows")
+        chats = [[Message("user", p)] for p in FALLBACK_PROMPTS]
+    seen: set[tuple[int, ...]] = set()
+    ids: list[list[int]] = []
+    for chat in chats:
+        p = render_prompt_ids(tok, chat, template)
+        if tuple(p) not in seen:
+            seen.add(tuple(p))
+            ids.append(p)
+        if len(ids) == n:
+            break
+    return ids
+
+
+def _run_files(run_dir: Path | None) -> list[Path]:
+    """The run's validation files, else its training files (none for a store model)."""
+    if run_dir is None:
+        return []
+    data = run_settings(run_dir).get("data", {})
+    for key in ("validation", "train"):
+        paths = [Path(s["path"] if isinstance(s, dict) else s) for s in data.get(key) or []]
+        paths = [p for p in paths if p.is_file()]
+        if paths:
+            return paths
+    return []
