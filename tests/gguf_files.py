@@ -21,9 +21,8 @@ def needs_llamacpp() -> None:
 def write_model_gguf(model_dir: Path, out: Path, ftype: str = "f32",
                      metadata: dict[str, str] | None = None) -> Path:
     """``model_dir`` as a GGUF at ``out``, with its tokenizer's template and stop ids."""
-    from tunelab.models.gguf_write import write_gguf
-
     from tunelab.data.template import end_of_turn_ids
+    from tunelab.models.gguf_write import write_gguf
     from tunelab.models.loading import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(model_dir)
