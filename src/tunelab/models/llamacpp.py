@@ -157,6 +157,12 @@ class _Context:
         else:
             self._lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
 
+    def share(self, src: int, dst: int, tokens: int) -> None:
+        """Give sequence ``dst`` the cells of ``src``'s first ``tokens`` positions. In a
+        unified cache the cells are shared, not copied: the keys and values of a position
+        depend only on the tokens up to it."""
+        self._lib.llama_memory_seq_cp(self.memory, src, dst, 0, tokens)
+
     def close(self) -> None:
         if self.batch is not None:
             self._lib.llama_batch_free(self.batch)

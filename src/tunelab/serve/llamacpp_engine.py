@@ -13,7 +13,11 @@ sequences, each in a slot (llama.cpp's sequence id) of one shared key/value pool
    budget allows, and the pool has room for the prompt plus every token the request may
    still ask for (the cells promised to running sequences are counted, so a decode never
    runs out of room); a request that does not fit waits for one that finishes;
-3. prefills the newcomers' prompts in one llama.cpp batch and samples their first token;
+3. prefills the newcomers' prompts and samples their first token. A prompt that begins
+   like a running sequence's prompt (at least ``MIN_SHARED`` tokens: a chat template's
+   system turn, a task's instructions) takes those cells from it (``Decoder.share``) and
+   prefills only the rest; newcomers that begin alike and have no such sequence are
+   prefilled in two batches, the first of them before the others;
 4. decodes one token for every running sequence in one llama.cpp batch (each at its own
    position, in its own sequence: llama.cpp masks the others out);
 5. retires finished sequences (a stop id, ``max_new_tokens`` or the context length).
@@ -21,8 +25,9 @@ sequences, each in a slot (llama.cpp's sequence id) of one shared key/value pool
 Sampling is ``pick_token`` (numpy), with a per-request generator, as the transformers
 engine samples; greedy is the argmax. What it does not do: LoRA adapters (a GGUF is
 served with its merged weights; naming an adapter is refused), and the transformers
-engine's prompt-prefix cache (every prompt is prefilled in full). Nothing here knows
-about HTTP, text or chat templates: requests are token ids.
+engine's cache of prompt beginnings that outlive their sequence (here a beginning is
+shared only while a sequence holding it runs). Nothing here knows about HTTP, text or
+chat templates: requests are token ids.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from tunelab.serve.batching import (
 )
 
 log = logging.getLogger(__name__)
+
+MIN_SHARED = 16  # tokens: a shorter common beginning is prefilled again (not worth a copy)
 
 
 @dataclass(eq=False)
@@ -91,6 +98,7 @@ class LlamaCppScheduler:
         self.rows: list[_Row] = []
         self.on_step: Callable[[int, int, float], None] | None = None
         self._free = list(range(settings.max_batch_size))
+        self.shared_tokens = 0  # prompt tokens not prefilled, taken from another sequence
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # guards `waiting` against submitting threads
 
@@ -183,18 +191,46 @@ class LlamaCppScheduler:
         return admitted
 
     def _prefill(self, rows: list[_Row]) -> None:
-        tokens = [Token(t, i, r.slot, i == len(r.seq.prompt_ids) - 1)
-                  for r in rows for i, t in enumerate(r.seq.prompt_ids)]
+        """Prefill the newcomers: from a running sequence's cells where a prompt begins like
+        it, else from the first newcomer that begins alike (a second batch), else whole."""
+        first: list[tuple[_Row, _Row | None, int]] = []
+        second: list[tuple[_Row, _Row | None, int]] = []
+        leaders: list[_Row] = []
+        for r in rows:
+            src, n = _best_source(r, self.rows)
+            if src is not None:
+                first.append((r, src, n))
+                continue
+            src, n = _best_source(r, leaders)
+            if src is not None:
+                second.append((r, src, n))
+            else:
+                leaders.append(r)
+                first.append((r, None, 0))
+        for group in (first, second):
+            if group:
+                self._prefill_group(group)
+
+    def _prefill_group(self, group: list[tuple[_Row, _Row | None, int]]) -> None:
+        tokens: list[Token] = []
+        for r, src, n in group:
+            if src is not None and src.seq.finish_reason is None:
+                self.decoder.share(src.slot, r.slot, n)
+                self.shared_tokens += n
+            else:
+                n = 0  # its source failed in the first batch: prefill it whole
+            prompt = r.seq.prompt_ids
+            tokens += [Token(prompt[i], i, r.slot, i == len(prompt) - 1) for i in range(n, len(prompt))]
         try:
             logits = self.decoder.decode(tokens)
         except Exception as e:  # a bad request must not take the other rows down
-            log.exception("prefill failed for %d sequences", len(rows))
-            for r in rows:
+            log.exception("prefill failed for %d sequences", len(group))
+            for r, _, _ in group:
                 self._retire(r)
                 self._finish(r.seq, "error", error=f"{type(e).__name__}: {e}")
             return
         now = time.monotonic()
-        for r, row_logits in zip(rows, logits, strict=True):
+        for (r, _, _), row_logits in zip(group, logits, strict=True):
             r.length = len(r.seq.prompt_ids)
             r.seq.first_token_at = now
             self.rows.append(r)
@@ -274,3 +310,19 @@ class LlamaCppScheduler:
         for s in [*waiting, *(r.seq for r in rows)]:
             if not s.done:
                 self._finish(s, reason)
+
+
+def _best_source(r: _Row, candidates: list[_Row]) -> tuple[_Row | None, int]:
+    """The candidate whose prompt shares the longest beginning with ``r``'s (at least
+    ``MIN_SHARED`` tokens, and at least one token of ``r``'s prompt left to prefill)."""
+    prompt = r.seq.prompt_ids
+    best, most = None, 0
+    for c in candidates:
+        other = c.seq.prompt_ids
+        n = 0
+        limit = min(len(prompt) - 1, len(other))
+        while n < limit and prompt[n] == other[n]:
+            n += 1
+        if n >= MIN_SHARED and n > most:
+            best, most = c, n
+    return best, most

@@ -111,6 +111,32 @@ def test_each_answer_is_the_models_greedy_answer_in_a_batch(tiny):
     assert s.running == 0 and sorted(s._free) == [0, 1, 2, 3]
 
 
+def test_prompts_that_begin_alike_share_cells_and_answer_the_same(tiny):
+    _, tok, llm, stop, _ = tiny
+    system = {"role": "system", "content": "My invoice was charged twice, please refund the payment."}
+    prompts = [render_prompt_ids(tok, [system, {"role": "user", "content": q}]) for q in QUESTIONS]
+    s = _scheduler(tiny, batch=4)
+    early = s.submit(prompts[0], SamplingParams(max_new_tokens=40))
+    s.step()  # running: the later prompts take their beginning from it
+    seqs = [early] + [s.submit(p, SamplingParams(max_new_tokens=12)) for p in prompts[1:3]]
+    s.step()
+    from_running = s.shared_tokens
+    assert from_running >= 2 * 16
+    seqs.append(s.submit(prompts[3], SamplingParams(max_new_tokens=12)))
+    _run(s)
+    for p, seq, n in zip(prompts, seqs, (40, 12, 12, 12), strict=True):
+        got = seq.output_ids + ([seq.stop_id] if seq.stop_id is not None else [])
+        assert got == llm.greedy(p, n, stop)
+    # all arriving together: the first is prefilled alone, the others from its cells
+    s = _scheduler(tiny, batch=4)
+    seqs = [s.submit(p, SamplingParams(max_new_tokens=12)) for p in prompts]
+    _run(s)
+    assert s.shared_tokens == from_running // 2 * 3
+    for p, seq in zip(prompts, seqs, strict=True):
+        assert seq.output_ids + ([seq.stop_id] if seq.stop_id is not None else []) == \
+            llm.greedy(p, 12, stop)
+
+
 def test_a_stop_id_ends_the_answer_and_is_not_kept(tiny):
     _, _, llm, _, prompts = tiny
     free = llm.greedy(prompts[2], 10, frozenset())
