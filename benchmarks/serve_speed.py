@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -292,7 +293,11 @@ def _llamacpp(a: argparse.Namespace, prompts: list[str]) -> dict | None:
             return None
         made = json.loads(child.stdout.strip().splitlines()[-1])
     print("server (llama.cpp): 1 and 16 concurrent clients ...", file=sys.stderr)
-    served = _serve(gguf, prompts, [1, 16], {1: 8, 16: a.rounds}, a.max_new_tokens)
+    try:
+        served = _serve(gguf, prompts, [1, 16], {1: 8, 16: a.rounds}, a.max_new_tokens)
+    finally:
+        if made is not None:  # 515 MB of f32 weights: not left behind in /tmp
+            shutil.rmtree(Path(gguf).parent, ignore_errors=True)
     return {"gguf": made or {"path": gguf}, "server": served}
 
 

@@ -218,7 +218,7 @@ class LlamaCppScheduler:
                 self.decoder.share(src.slot, r.slot, n)
                 self.shared_tokens += n
             else:
-                n = 0  # its source failed in the first batch: prefill it whole
+                n = 0  # its leader ended (or failed) at its first token: its cells are gone
             prompt = r.seq.prompt_ids
             tokens += [Token(prompt[i], i, r.slot, i == len(prompt) - 1) for i in range(n, len(prompt))]
         try:
