@@ -31,7 +31,13 @@ quickstart: install
 	$(BIN)/tunelab models pull smollm2-135m-instruct
 	$(BIN)/tunelab quickstart
 
-test: install-dev
+# The suite also runs the llama.cpp backend: pip builds llama-cpp-python from source
+# (a C++ compiler and cmake; CMAKE_BUILD_PARALLEL_LEVEL: the build's parallel jobs).
+$(VENV)/.installed-llamacpp: $(VENV)/.installed-dev pyproject.toml
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -e ".[dev,llamacpp]"
+	touch $@
+
+test: install-dev $(VENV)/.installed-llamacpp
 	TUNELAB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
 check: install-dev
