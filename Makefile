@@ -37,8 +37,10 @@ $(VENV)/.installed-llamacpp: $(VENV)/.installed-dev pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -e ".[dev,llamacpp]"
 	touch $@
 
+# TUNELAB_REQUIRE_*: the browser and llama.cpp tests fail instead of skipping when their
+# part is missing, so a broken install cannot pass as skipped tests.
 test: install-dev $(VENV)/.installed-llamacpp
-	TUNELAB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
+	TUNELAB_REQUIRE_BROWSER=1 TUNELAB_REQUIRE_LLAMACPP=1 $(BIN)/python -m pytest -q
 
 check: install-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -3,18 +3,24 @@
 ``write_model_gguf`` loads a Hugging Face folder (a tiny model from ``tiny.py``, or the
 real one from the store) and writes it with ``tunelab.models.gguf_write.write_gguf``,
 carrying the tokenizer's chat template and, when given, ``tunelab.*`` metadata.
-``needs_llamacpp`` skips a module when llama-cpp-python (the ``llamacpp`` extra) is absent.
+``needs_llamacpp`` skips a module when llama-cpp-python (the ``llamacpp`` extra) is absent
+(fails it under ``make test``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 
 def needs_llamacpp() -> None:
-    """Skip the calling module unless llama-cpp-python is installed (`make test` installs it)."""
+    """Skip the calling module unless llama-cpp-python is installed; under `make test`
+    (``TUNELAB_REQUIRE_LLAMACPP=1``, which installs it) a missing one fails instead."""
+    if os.environ.get("TUNELAB_REQUIRE_LLAMACPP") == "1":
+        import llama_cpp  # noqa: F401 - an ImportError here fails the module
+        return
     pytest.importorskip("llama_cpp", reason="the llamacpp extra: pip install 'tunelab[llamacpp]'")
 
 
