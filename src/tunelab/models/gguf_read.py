@@ -24,6 +24,7 @@ from tunelab.errors import ModelError
 GGUF_MAGIC = b"GGUF"
 TASK_KEY = "tunelab.task"
 SOURCE_KEY = "tunelab.source"
+FINGERPRINT_KEY = "tunelab.chat_template_fingerprint"  # data.template.template_fingerprint
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class GgufMetadata:
     context_length: int | None
     task: TaskSettings | None  # from ``tunelab.task``; None when the run had no task
     source: str | None  # from ``tunelab.source``
+    fingerprint: str | None = None  # from ``tunelab.chat_template_fingerprint``
 
 
 def is_gguf(path: Path) -> bool:
@@ -89,7 +91,7 @@ def read_gguf_metadata(path: Path) -> GgufMetadata:
     return GgufMetadata(path, arch, _field(reader, "tokenizer.chat_template"),
                         None if eos is None else int(eos),
                         None if context is None else int(context), task,
-                        _field(reader, SOURCE_KEY))
+                        _field(reader, SOURCE_KEY), _field(reader, FINGERPRINT_KEY))
 
 
 def load_gguf_tokenizer(path: Path) -> Any:

@@ -229,6 +229,12 @@ def _load_gguf(entry: _Entry, settings: EngineSettings, wake: threading.Conditio
     meta = read_gguf_metadata(entry.weights)
     tokenizer = load_gguf_tokenizer(entry.weights)
     template = resolve_chat_template(tokenizer, meta.chat_template)
+    if meta.fingerprint is not None and template_fingerprint(tokenizer, template) != meta.fingerprint:
+        raise StoreError(
+            f"{entry.name}: the file's tokenizer and chat template render chats differently "
+            f"(fingerprint {template_fingerprint(tokenizer, template)}) from the run it was "
+            f"exported from ({meta.fingerprint}); its answers would drift",
+            hint="export the run again with this version of tunelab, or serve the run itself")
     model = LlamaCppModel(entry.weights, n_ctx=GGUF_OWN_CONTEXT)
     stop = set(end_of_turn_ids(tokenizer)) | ({meta.eos_id} if meta.eos_id is not None else set())
     context = model.context_length or meta.context_length or DEFAULT_CONTEXT

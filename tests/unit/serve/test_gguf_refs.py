@@ -77,3 +77,24 @@ def test_the_cli_refuses_a_file_that_is_not_gguf(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert code not in (exits.OK, exits.INTERNAL) and code in exits.DOCUMENTED
     assert "Traceback" not in out + err and "is not a GGUF file" in err and "hint:" in err
+
+
+def test_a_file_that_would_render_chats_differently_is_refused(tmp_path, tiny_model_dir):
+    from gguf_files import needs_llamacpp
+    from tunelab.data.template import template_fingerprint
+    from tunelab.errors import StoreError
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.serve.batching import EngineSettings
+
+    needs_llamacpp()
+    settings = EngineSettings(max_batch_size=2, max_queue=4, prefill_tokens=64)
+    right = template_fingerprint(load_tokenizer(tiny_model_dir), None)  # as the export records it
+    good = write_model_gguf(tiny_model_dir, tmp_path / "good.gguf",
+                            metadata={"chat_template_fingerprint": right})
+    reg = registry.load_registry([str(good)], {}, str(tmp_path), settings)
+    reg.close()
+    bad = write_model_gguf(tiny_model_dir, tmp_path / "bad.gguf",
+                           metadata={"chat_template_fingerprint": "0123456789abcdef"})
+    with pytest.raises(StoreError, match="render chats differently") as e:
+        registry.load_registry([str(bad)], {}, str(tmp_path), settings)
+    assert "0123456789abcdef" in e.value.message and "export the run again" in e.value.hint
