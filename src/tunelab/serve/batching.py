@@ -28,8 +28,11 @@ The cache layer (``_SlabLayer``) grows its buffers by doubling and writes each n
 token in place; transformers' ``DynamicLayer`` concatenates the whole cache on every step,
 which at 16 rows costs more than the step's matrix products on a CPU.
 
-``ServingEngine`` runs a scheduler on its own thread for the server; ``BatchScheduler``
-alone serves callers that wait for all their answers (``GenerationEngine``). Nothing
+``QueueScheduler`` is what every scheduler shares (the queue and its limits, the order of
+a step, accepting tokens, telling listeners); ``BatchScheduler`` is the transformers one,
+``tunelab.serve.llamacpp_engine.LlamaCppScheduler`` the llama.cpp one. ``ServingEngine``
+runs a scheduler on its own thread for the server; ``BatchScheduler`` alone serves
+callers that wait for all their answers (``GenerationEngine``). Nothing
 here knows about HTTP, text or chat templates: requests are token ids.
 """
 
@@ -352,7 +355,144 @@ class PrefixCache:
                 self._kv.popitem(last=False)
 
 
-class BatchScheduler:
+class QueueScheduler:
+    """What every scheduler shares: the waiting queue and its limits, the step's order,
+    accepting a sampled token, and telling listeners. Subclasses hold the running rows
+    and do the model's work (``_admit``, ``_prefill``, ``_decode``, ``_drop_rows``).
+
+    Args:
+        stop_ids: ids that end an answer (end of turn, EOS).
+        context_length: most tokens a sequence may hold (prompt plus answer).
+        settings: batch, queue and prefill limits.
+    """
+
+    def __init__(self, stop_ids: frozenset[int], context_length: int,
+                 settings: EngineSettings) -> None:
+        self.stop_ids = stop_ids
+        self.context_length = context_length
+        self.settings = settings
+        self.waiting: deque[Sequence] = deque()
+        self.on_step: Callable[[int, int, float], None] | None = None
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # guards `waiting` against submitting threads
+
+    # -- submitting ----------------------------------------------------------------
+
+    def _check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_ids:
+            raise UsageError("the prompt is empty; a prompt needs at least one token",
+                             hint="send some text")
+        if len(prompt_ids) + params.max_new_tokens > self.context_length:
+            raise ContextLengthError(len(prompt_ids), params.max_new_tokens, self.context_length)
+
+    def _enqueue(self, seq: Sequence) -> Sequence:
+        with self._lock:
+            if len(self.waiting) >= self.settings.max_queue:
+                raise QueueFullError(len(self.waiting), self._retry_after())
+            self.waiting.append(seq)
+        return seq
+
+    def _retry_after(self) -> float:
+        return float(max(1, len(self.waiting) // max(self.settings.max_batch_size, 1)))
+
+    @property
+    def running(self) -> int:
+        raise NotImplementedError
+
+    def has_work(self) -> bool:
+        return bool(self.waiting) or self.running > 0
+
+    # -- one step --------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Free cancelled rows, admit waiting requests, decode one token for every row.
+
+        Returns:
+            Whether there was anything to do.
+        """
+        self._drop_cancelled()
+        admitted = self._admit()
+        if admitted:
+            self._prefill(admitted)
+        if not self.running:
+            return bool(admitted)
+        started = time.perf_counter()
+        n = self.running
+        self._decode()
+        if self.on_step is not None:
+            self.on_step(n, n, time.perf_counter() - started)
+        return True
+
+    def _drop_cancelled(self) -> None:
+        with self._lock:
+            gone = [s for s in self.waiting if s._cancelled]
+            for s in gone:
+                self.waiting.remove(s)
+        for s in gone:
+            self._finish(s, "cancelled")
+        self._drop_rows()
+
+    def _drop_rows(self) -> None:
+        """Free the rows of cancelled running sequences, finishing them."""
+        raise NotImplementedError
+
+    def _admit(self) -> list:
+        raise NotImplementedError
+
+    def _prefill(self, admitted: list) -> None:
+        raise NotImplementedError
+
+    def _decode(self) -> None:
+        raise NotImplementedError
+
+    def _accept(self, s: Sequence, token: int) -> bool:
+        """Record a sampled token; False when the sequence has finished."""
+        if s._cancelled:
+            self._finish(s, "cancelled")
+            return False
+        if token in self.stop_ids:
+            s.stop_id = token
+            self._finish(s, "stop")
+            return False
+        s.output_ids.append(token)
+        full = len(s.prompt_ids) + len(s.output_ids) >= self.context_length
+        if len(s.output_ids) >= s.params.max_new_tokens or full:
+            self._finish(s, "length", new=[token])
+            return False
+        self._emit(s, [token], False)
+        return True
+
+    def _finish(self, s: Sequence, reason: str, new: list[int] | None = None,
+                error: str | None = None) -> None:
+        s.finish_reason = reason
+        s.error = error
+        s.finished_at = time.monotonic()
+        self._emit(s, new or [], True)
+
+    def _emit(self, s: Sequence, new: list[int], finished: bool) -> None:
+        if s.on_event is None:
+            return
+        try:
+            s.on_event(s, new, finished)
+        except Exception:  # a listener's bug must not stop the engine
+            log.exception("event listener failed for sequence %d; cancelling it", s.id)
+            s._cancelled = True
+
+    def abort_all(self, reason: str = "cancelled") -> None:
+        """Finish every waiting and running sequence now (used when closing)."""
+        with self._lock:
+            waiting = list(self.waiting)
+            self.waiting.clear()
+        for s in [*waiting, *self._release_rows()]:
+            if not s.done:
+                self._finish(s, reason)
+
+    def _release_rows(self) -> list[Sequence]:
+        """Free every running row; the sequences that held them."""
+        raise NotImplementedError
+
+
+class BatchScheduler(QueueScheduler):
     """Continuous batching over one model, driven by ``step()`` (no thread of its own).
 
     Args:
@@ -365,17 +505,11 @@ class BatchScheduler:
 
     def __init__(self, model: Any, stop_ids: frozenset[int], pad_id: int, context_length: int,
                  settings: EngineSettings) -> None:
+        super().__init__(stop_ids, context_length, settings)
         self.model = model
-        self.stop_ids = stop_ids
         self.pad_id = pad_id
-        self.context_length = context_length
-        self.settings = settings
-        self.waiting: deque[Sequence] = deque()
         self.batch = _Batch()
         self.prefixes = PrefixCache()
-        self.on_step: Callable[[int, int, float], None] | None = None
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()  # guards `waiting` against submitting threads
         self._is_peft = hasattr(model, "peft_config")
         # A request without an adapter gets the model as it was handed over: a PEFT
         # model's active adapter then (BASE_ADAPTER asks for the plain weights).
@@ -394,11 +528,7 @@ class BatchScheduler:
             ContextLengthError: prompt plus ``max_new_tokens`` exceed the context.
             QueueFullError: ``max_queue`` requests are already waiting.
         """
-        if not prompt_ids:
-            raise UsageError("the prompt is empty; a prompt needs at least one token",
-                             hint="send some text")
-        if len(prompt_ids) + params.max_new_tokens > self.context_length:
-            raise ContextLengthError(len(prompt_ids), params.max_new_tokens, self.context_length)
+        self._check_request(prompt_ids, params)
         if adapter not in (None, BASE_ADAPTER) and adapter not in getattr(self.model, "peft_config", {}):
             raise UsageError(f"adapter {adapter!r} is not loaded in this engine")
         seq = Sequence(next(self._ids), list(prompt_ids), params, adapter, on_event)
@@ -408,52 +538,21 @@ class BatchScheduler:
                 seq._generator.seed()
             else:
                 seq._generator.manual_seed(params.seed)
-        with self._lock:
-            if len(self.waiting) >= self.settings.max_queue:
-                raise QueueFullError(len(self.waiting), self._retry_after())
-            self.waiting.append(seq)
-        return seq
-
-    def _retry_after(self) -> float:
-        return float(max(1, len(self.waiting) // max(self.settings.max_batch_size, 1)))
+        return self._enqueue(seq)
 
     @property
     def running(self) -> int:
         return len(self.batch)
-
-    def has_work(self) -> bool:
-        return bool(self.waiting) or bool(self.batch.seqs)
 
     # -- one step --------------------------------------------------------------------
 
     @torch.inference_mode()
     @decoding()
     def step(self) -> bool:
-        """Free cancelled rows, admit waiting requests, decode one token for every row.
+        """As ``QueueScheduler.step``, without autograd and with the decode linears on."""
+        return super().step()
 
-        Returns:
-            Whether there was anything to do.
-        """
-        self._drop_cancelled()
-        admitted = self._admit()
-        if admitted:
-            self._prefill(admitted)
-        if not self.batch.seqs:
-            return bool(admitted)
-        started = time.perf_counter()
-        n = len(self.batch)
-        self._decode()
-        if self.on_step is not None:
-            self.on_step(n, n, time.perf_counter() - started)
-        return True
-
-    def _drop_cancelled(self) -> None:
-        with self._lock:
-            gone = [s for s in self.waiting if s._cancelled]
-            for s in gone:
-                self.waiting.remove(s)
-        for s in gone:
-            self._finish(s, "cancelled")
+    def _drop_rows(self) -> None:
         keep = []
         for row, s in enumerate(self.batch.seqs):
             if s._cancelled:
@@ -578,23 +677,6 @@ class BatchScheduler:
                 b.pending[row] = t
         b.keep(keep)
 
-    def _accept(self, s: Sequence, token: int) -> bool:
-        """Record a sampled token; False when the sequence has finished."""
-        if s._cancelled:
-            self._finish(s, "cancelled")
-            return False
-        if token in self.stop_ids:
-            s.stop_id = token
-            self._finish(s, "stop")
-            return False
-        s.output_ids.append(token)
-        full = len(s.prompt_ids) + len(s.output_ids) >= self.context_length
-        if len(s.output_ids) >= s.params.max_new_tokens or full:
-            self._finish(s, "length", new=[token])
-            return False
-        self._emit(s, [token], False)
-        return True
-
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         out = logits.argmax(dim=-1).tolist()
         for row, s in enumerate(seqs):
@@ -609,31 +691,10 @@ class BatchScheduler:
                 out[row] = int(torch.multinomial(probs.cpu(), 1, generator=s._generator))
         return out
 
-    def _finish(self, s: Sequence, reason: str, new: list[int] | None = None,
-                error: str | None = None) -> None:
-        s.finish_reason = reason
-        s.error = error
-        s.finished_at = time.monotonic()
-        self._emit(s, new or [], True)
-
-    def _emit(self, s: Sequence, new: list[int], finished: bool) -> None:
-        if s.on_event is None:
-            return
-        try:
-            s.on_event(s, new, finished)
-        except Exception:  # a listener's bug must not stop the engine
-            log.exception("event listener failed for sequence %d; cancelling it", s.id)
-            s._cancelled = True
-
-    def abort_all(self, reason: str = "cancelled") -> None:
-        """Finish every waiting and running sequence now (used when closing)."""
-        with self._lock:
-            waiting = list(self.waiting)
-            self.waiting.clear()
-        for s in [*waiting, *self.batch.seqs]:
-            if not s.done:
-                self._finish(s, reason)
+    def _release_rows(self) -> list[Sequence]:
+        seqs = list(self.batch.seqs)
         self.batch.keep([])
+        return seqs
 
 
 class Scheduler(Protocol):

@@ -32,12 +32,8 @@ chat templates: requests are token ids.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +42,9 @@ from tunelab.errors import UsageError
 from tunelab.models.llamacpp import LlamaCppModel, Token, pick_token
 from tunelab.serve.batching import (
     BASE_ADAPTER,
-    ContextLengthError,
     EngineSettings,
     EventCallback,
-    QueueFullError,
+    QueueScheduler,
     SamplingParams,
     Sequence,
 )
@@ -75,7 +70,7 @@ class _Row:
         return len(self.seq.prompt_ids) + self.seq.params.max_new_tokens
 
 
-class LlamaCppScheduler:
+class LlamaCppScheduler(QueueScheduler):
     """Continuous batching over a GGUF loaded by llama.cpp, driven by ``step()``.
 
     Args:
@@ -89,18 +84,12 @@ class LlamaCppScheduler:
 
     def __init__(self, model: LlamaCppModel, stop_ids: frozenset[int], context_length: int,
                  settings: EngineSettings, cells: int | None = None) -> None:
+        super().__init__(stop_ids, context_length, settings)
         self.model = model
-        self.stop_ids = stop_ids
-        self.context_length = context_length
-        self.settings = settings
         self.decoder = model.decoder(settings.max_batch_size, cells or context_length)
-        self.waiting: deque[Sequence] = deque()
         self.rows: list[_Row] = []
-        self.on_step: Callable[[int, int, float], None] | None = None
         self._free = list(range(settings.max_batch_size))
         self.shared_tokens = 0  # prompt tokens not prefilled, taken from another sequence
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()  # guards `waiting` against submitting threads
 
     # -- submitting ----------------------------------------------------------------
 
@@ -113,59 +102,19 @@ class LlamaCppScheduler:
             ContextLengthError: prompt plus ``max_new_tokens`` exceed the context.
             QueueFullError: ``max_queue`` requests are already waiting.
         """
-        if not prompt_ids:
-            raise UsageError("the prompt is empty; a prompt needs at least one token",
-                             hint="send some text")
-        if len(prompt_ids) + params.max_new_tokens > self.context_length:
-            raise ContextLengthError(len(prompt_ids), params.max_new_tokens, self.context_length)
+        self._check_request(prompt_ids, params)
         if adapter not in (None, BASE_ADAPTER):
             raise UsageError(f"adapter {adapter!r}: a GGUF served by llama.cpp has no adapters",
                              hint="export the run merged (`tunelab export RUN --gguf OUT.gguf`)")
-        seq = Sequence(next(self._ids), list(prompt_ids), params, None, on_event)
-        with self._lock:
-            if len(self.waiting) >= self.settings.max_queue:
-                raise QueueFullError(len(self.waiting), self._retry_after())
-            self.waiting.append(seq)
-        return seq
-
-    def _retry_after(self) -> float:
-        return float(max(1, len(self.waiting) // max(self.settings.max_batch_size, 1)))
+        return self._enqueue(Sequence(next(self._ids), list(prompt_ids), params, None, on_event))
 
     @property
     def running(self) -> int:
         return len(self.rows)
 
-    def has_work(self) -> bool:
-        return bool(self.waiting) or bool(self.rows)
-
     # -- one step --------------------------------------------------------------------
 
-    def step(self) -> bool:
-        """Free cancelled slots, admit waiting requests, decode one token for every row.
-
-        Returns:
-            Whether there was anything to do.
-        """
-        self._drop_cancelled()
-        admitted = self._admit()
-        if admitted:
-            self._prefill(admitted)
-        if not self.rows:
-            return bool(admitted)
-        started = time.perf_counter()
-        n = len(self.rows)
-        self._decode()
-        if self.on_step is not None:
-            self.on_step(n, n, time.perf_counter() - started)
-        return True
-
-    def _drop_cancelled(self) -> None:
-        with self._lock:
-            gone = [s for s in self.waiting if s._cancelled]
-            for s in gone:
-                self.waiting.remove(s)
-        for s in gone:
-            self._finish(s, "cancelled")
+    def _drop_rows(self) -> None:
         for row in [r for r in self.rows if r.seq._cancelled]:
             self._retire(row)
             self._finish(row.seq, "cancelled")
@@ -265,51 +214,11 @@ class LlamaCppScheduler:
         self.decoder.forget(r.slot)
         self._free.append(r.slot)
 
-    def _accept(self, s: Sequence, token: int) -> bool:
-        """Record a sampled token; False when the sequence has finished (as
-        ``BatchScheduler._accept``)."""
-        if s._cancelled:
-            self._finish(s, "cancelled")
-            return False
-        if token in self.stop_ids:
-            s.stop_id = token
-            self._finish(s, "stop")
-            return False
-        s.output_ids.append(token)
-        full = len(s.prompt_ids) + len(s.output_ids) >= self.context_length
-        if len(s.output_ids) >= s.params.max_new_tokens or full:
-            self._finish(s, "length", new=[token])
-            return False
-        self._emit(s, [token], False)
-        return True
-
-    def _finish(self, s: Sequence, reason: str, new: list[int] | None = None,
-                error: str | None = None) -> None:
-        s.finish_reason = reason
-        s.error = error
-        s.finished_at = time.monotonic()
-        self._emit(s, new or [], True)
-
-    def _emit(self, s: Sequence, new: list[int], finished: bool) -> None:
-        if s.on_event is None:
-            return
-        try:
-            s.on_event(s, new, finished)
-        except Exception:  # a listener's bug must not stop the engine
-            log.exception("event listener failed for sequence %d; cancelling it", s.id)
-            s._cancelled = True
-
-    def abort_all(self, reason: str = "cancelled") -> None:
-        """Finish every waiting and running sequence now (used when closing)."""
-        with self._lock:
-            waiting = list(self.waiting)
-            self.waiting.clear()
+    def _release_rows(self) -> list[Sequence]:
         rows = list(self.rows)
         for r in rows:
             self._retire(r)
-        for s in [*waiting, *(r.seq for r in rows)]:
-            if not s.done:
-                self._finish(s, reason)
+        return [r.seq for r in rows]
 
 
 def _best_source(r: _Row, candidates: list[_Row]) -> tuple[_Row | None, int]:
