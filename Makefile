@@ -31,8 +31,16 @@ quickstart: install
 	$(BIN)/tunelab models pull smollm2-135m-instruct
 	$(BIN)/tunelab quickstart
 
-test: install-dev
-	TUNELAB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
+# The suite also runs the llama.cpp backend: pip builds llama-cpp-python from source
+# (a C++ compiler and cmake; CMAKE_BUILD_PARALLEL_LEVEL: the build's parallel jobs).
+$(VENV)/.installed-llamacpp: $(VENV)/.installed-dev pyproject.toml
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -e ".[dev,llamacpp]"
+	touch $@
+
+# TUNELAB_REQUIRE_*: the browser and llama.cpp tests fail instead of skipping when their
+# part is missing, so a broken install cannot pass as skipped tests.
+test: install-dev $(VENV)/.installed-llamacpp
+	TUNELAB_REQUIRE_BROWSER=1 TUNELAB_REQUIRE_LLAMACPP=1 $(BIN)/python -m pytest -q
 
 check: install-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -6,6 +6,8 @@
 - ``adapters``: LoRA, freezing and full fine-tuning set-up;
 - ``runs``: a finished run folder loaded for generation, and its merged export;
 - ``export``: merging an adapter into standalone weights.
+- ``gguf_read``, ``llamacpp``: what a GGUF says about serving it, and running it with
+  llama.cpp in token ids (the optional ``llamacpp`` extra).
 
 It knows nothing of data files, training loops or evaluation.
 """

@@ -48,6 +48,7 @@ from tunelab.errors import ModelError, StoreError
 from tunelab.eval.gguf_parity import HfGreedy, ParityReport, compare, reference_answers
 from tunelab.files import write_text_atomic
 from tunelab.models.gguf_write import check_supported, write_gguf
+from tunelab.models.llamacpp import LLAMACPP_INSTALL, LlamaCppModel, llamacpp_available
 from tunelab.models.modelfile import build_modelfile
 from tunelab.models.runs import load_for_inference, run_settings
 from tunelab.tracking.reporter import SILENT, Reporter
@@ -137,7 +138,7 @@ def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT
         if check:
             ids = _check_prompts(run_dir, prompts, n_prompts, loaded.task, tok,
                                  template, reporter)
-            _check(result, model, pending, ids, max_new_tokens, frozenset(stop), reporter)
+            _check(result, model, tok, pending, ids, max_new_tokens, frozenset(stop), reporter)
         mf = build_modelfile(
             out.name, None if template is None else (
                 lambda chat: tok.apply_chat_template(chat, chat_template=template, tokenize=False,
@@ -162,17 +163,17 @@ def _task_system(task: TaskSettings | None) -> str | None:
     return TaskPrompt.of(task, task_label_set(task)).system
 
 
-def _check(result: ExportResult, model: Any, path: Path, prompts: list[list[int]],
+def _check(result: ExportResult, model: Any, tok: Any, path: Path, prompts: list[list[int]],
            max_new_tokens: int, stop: frozenset[int], reporter: Reporter) -> None:
     reporter.info(f"checking {len(prompts)} greedy answers against the merged model")
     ref = reference_answers(HfGreedy(model), prompts, max_new_tokens, stop)
     readers: list[tuple[str, Any]] = [("transformers", HfGreedy(_read_back(path)))]
-    try:
-        from tunelab.models.llamacpp import LlamaCppModel
-
-        readers.append(("llama.cpp", LlamaCppModel(path)))
-    except ImportError:
-        result.skipped.append("llama.cpp: not installed (pip install 'tunelab[llamacpp]')")
+    if llamacpp_available():
+        llama = LlamaCppModel(path)
+        _check_tokens(llama, tok, prompts)
+        readers.append(("llama.cpp", llama))
+    else:
+        result.skipped.append(f"llama.cpp: not installed ({LLAMACPP_INSTALL})")
     for name, reader in readers:
         report = compare(ref, reader, name, result.ftype)
         result.reports.append(report)
@@ -183,6 +184,19 @@ def _check(result: ExportResult, model: Any, path: Path, prompts: list[list[int]
             "the GGUF does not answer like the model it came from: "
             + "; ".join(r.summary() for r in failed) + "; the file was not kept",
             hint="try --type f32, or --no-check to write it anyway and compare yourself")
+
+
+def _check_tokens(llama: Any, tok: Any, prompts: list[list[int]]) -> None:
+    """llama.cpp must split the prompts' text into the tokens the model was trained on:
+    a client of llama-server or Ollama sends text, not ids."""
+    texts = [tok.decode(p, skip_special_tokens=False) for p in prompts]
+    differ = [t for t in texts if llama.tokenize(t) != tok(t, add_special_tokens=False)["input_ids"]]
+    if differ:
+        raise ParityError(
+            f"llama.cpp splits {len(differ)} of {len(texts)} check prompts into other tokens "
+            f"than the run's tokenizer (the first: {differ[0][:80]!r}); the file was not kept",
+            hint="the tokenizer's pre-tokenizer is not the one written; export a Hugging Face "
+                 "folder with --merge and convert it with llama.cpp's convert_hf_to_gguf.py")
 
 
 def _read_back(path: Path) -> Any:

@@ -43,7 +43,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -636,8 +636,30 @@ class BatchScheduler:
         self.batch.keep([])
 
 
+class Scheduler(Protocol):
+    """What ``ServingEngine`` drives: ``BatchScheduler``'s interface, stepped on one thread
+    while other threads submit."""
+
+    settings: EngineSettings
+    context_length: int
+    on_step: Callable[[int, int, float], None] | None
+    waiting: deque[Sequence]
+
+    @property
+    def running(self) -> int: ...
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+               on_event: EventCallback | None = None) -> Sequence: ...
+
+    def step(self) -> bool: ...
+
+    def has_work(self) -> bool: ...
+
+    def abort_all(self, reason: str = "cancelled") -> None: ...
+
+
 class ServingEngine:
-    """A ``BatchScheduler`` for a server with many callers: thread-safe submits, a drain.
+    """A scheduler (``BatchScheduler`` or another) for a server with many callers: thread-safe submits, a drain.
 
     The steps run either on a thread of the engine's own (``start``) or on the caller's
     thread through ``run_engines``. A server should use the latter from its main thread:
@@ -645,15 +667,17 @@ class ServingEngine:
     the thread that started them, and a 16-row decode step measured 111 ms on the main
     thread against 191 ms on another (OMP_WAIT_POLICY=ACTIVE; 2 cores).
 
-    Args: as for ``BatchScheduler``, and ``wake``: a condition shared by the engines that
-        one thread drives together (None: the engine's own).
+    Args:
+        scheduler: what decodes: a ``BatchScheduler`` (transformers), or another object
+            with its interface (``Scheduler``; llama.cpp's in ``serve.llamacpp_engine``).
+        wake: a condition shared by the engines that one thread drives together (None:
+            the engine's own).
     """
 
-    def __init__(self, model: Any, stop_ids: frozenset[int], pad_id: int, context_length: int,
-                 settings: EngineSettings, wake: threading.Condition | None = None) -> None:
-        self.scheduler = BatchScheduler(model, stop_ids, pad_id, context_length, settings)
-        self.settings = settings
-        self.context_length = context_length
+    def __init__(self, scheduler: Scheduler, wake: threading.Condition | None = None) -> None:
+        self.scheduler = scheduler
+        self.settings = scheduler.settings
+        self.context_length = scheduler.context_length
         self.wake = wake or threading.Condition()
         self._accepting = True
         self._stopping = False

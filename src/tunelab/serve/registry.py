@@ -13,6 +13,13 @@ prompt (``tunelab.data.task.task_chat``) and the run's chat template
 (``tunelab.data.template``). A run records the fingerprint of its template at training
 time; a run that this server would render differently is refused.
 
+A reference that is a ``.gguf`` file is served by llama.cpp (the ``llamacpp`` extra;
+``tunelab.serve.llamacpp_engine``), with an engine of its own. Its prompts are rendered
+the same way: the tokenizer is the file's own (loaded by transformers), the chat template
+is the file's ``tokenizer.chat_template``, the stop ids are that tokenizer's end-of-turn
+ids and the file's EOS, and a file exported from a run with a task
+(``tunelab.task``) gets the run's task prompt.
+
 This module knows nothing of HTTP; ``tunelab.serve.app`` sits above it.
 """
 
@@ -37,15 +44,27 @@ from tunelab.data.template import (
     template_fingerprint,
 )
 from tunelab.db import NAME_LENGTH
-from tunelab.errors import StoreError, UsageError
+from tunelab.errors import ModelError, StoreError, UsageError
+from tunelab.models.gguf_read import is_gguf, load_gguf_tokenizer, read_gguf_metadata
+from tunelab.models.llamacpp import LlamaCppMissingError, LlamaCppModel, llamacpp_available
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
 from tunelab.models.runs import run_base_path, run_settings, task_of_run
-from tunelab.serve.batching import BASE_ADAPTER, EngineSettings, ServingEngine, run_engines
+from tunelab.serve.batching import (
+    BASE_ADAPTER,
+    BatchScheduler,
+    EngineSettings,
+    ServingEngine,
+    run_engines,
+)
+from tunelab.serve.llamacpp_engine import LlamaCppScheduler
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import find_run
 
 DEFAULT_CONTEXT = 2048  # tokens, for a model config that states no maximum position
+# The llama.cpp model object's own context is not used by the server (it decodes on a
+# multi-sequence context of its own), so it is kept at llama.cpp's smallest useful size.
+GGUF_OWN_CONTEXT = 256  # tokens
 
 
 @dataclass
@@ -128,7 +147,31 @@ class _Entry:
     trust_remote_code: bool = False
 
 
+def gguf_path(ref: str) -> Path | None:
+    """The file, when ``ref`` names a GGUF to serve with llama.cpp (a ``.gguf`` name, or a
+    file that starts with the GGUF magic); None otherwise.
+
+    Raises:
+        ModelError: a ``.gguf`` name that is not a GGUF file, or llama-cpp-python is missing.
+    """
+    path = Path(ref).expanduser()
+    named = path.suffix.lower() == ".gguf"
+    if not named and not (path.is_file() and is_gguf(path)):
+        return None
+    if not path.is_file():
+        raise ModelError(f"{path} does not exist", hint="give the path of a .gguf file")
+    if not is_gguf(path):
+        raise ModelError(f"{path} is not a GGUF file (it does not start with 'GGUF')",
+                         hint="export one with `tunelab export RUN --gguf OUT.gguf`")
+    if not llamacpp_available():
+        raise LlamaCppMissingError(f"serving {path.name}")
+    return path
+
+
 def _resolve(name: str, ref: str, runs_dir: str, reporter: Reporter) -> _Entry:
+    gguf = gguf_path(ref)
+    if gguf is not None:  # served by llama.cpp; only the name and the file are used
+        return _Entry(name, ref, None, gguf, None, gguf, None, None)
     run_dir = find_run(ref, runs_dir)
     if run_dir is None:
         path = resolve_model(ref, reporter=reporter)
@@ -180,6 +223,29 @@ def _adapter_name(name: str, taken: set[str]) -> str:
     return out
 
 
+def _load_gguf(entry: _Entry, settings: EngineSettings, wake: threading.Condition,
+               reporter: Reporter) -> ServedModel:
+    """A GGUF file served by llama.cpp, rendering prompts as its source model did."""
+    meta = read_gguf_metadata(entry.weights)
+    tokenizer = load_gguf_tokenizer(entry.weights)
+    template = resolve_chat_template(tokenizer, meta.chat_template)
+    if meta.fingerprint is not None and template_fingerprint(tokenizer, template) != meta.fingerprint:
+        raise StoreError(
+            f"{entry.name}: the file's tokenizer and chat template render chats differently "
+            f"(fingerprint {template_fingerprint(tokenizer, template)}) from the run it was "
+            f"exported from ({meta.fingerprint}); its answers would drift",
+            hint="export the run again with this version of tunelab, or serve the run itself")
+    model = LlamaCppModel(entry.weights, n_ctx=GGUF_OWN_CONTEXT)
+    stop = set(end_of_turn_ids(tokenizer)) | ({meta.eos_id} if meta.eos_id is not None else set())
+    context = model.context_length or meta.context_length or DEFAULT_CONTEXT
+    reporter.info(f"{entry.name}: llama.cpp, context {context} tokens"
+                  + (f", exported from {meta.source}" if meta.source else "")
+                  + (f", task {meta.task.type}" if meta.task is not None else ""))
+    engine = ServingEngine(LlamaCppScheduler(model, frozenset(stop), context, settings), wake)
+    return ServedModel(entry.name, engine, None, tokenizer, template, meta.task, context,
+                       source=str(entry.weights))
+
+
 def _context_length(model: Any) -> int:
     n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     return int(n) if isinstance(n, int) and n > 0 else DEFAULT_CONTEXT
@@ -222,11 +288,17 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
                          hint="give one of them another name with an alias in the serve config")
     entries = [_resolve(n, r, runs_dir, reporter) for n, r in named]
     groups: dict[tuple[str, bool], list[_Entry]] = {}
+    ggufs = [e for e in entries if e.weights.is_file()]
     for e in entries:  # one engine per distinct weights folder; adapters join their base's
-        groups.setdefault((str(e.weights.resolve()), e.trust_remote_code), []).append(e)
+        if not e.weights.is_file():
+            groups.setdefault((str(e.weights.resolve()), e.trust_remote_code), []).append(e)
     models: dict[str, ServedModel] = {}
     engines: list[ServingEngine] = []
     wake = threading.Condition()  # one thread steps every engine; a submit to any wakes it
+    for e in ggufs:  # an engine each (no adapters to share a base with)
+        reporter.info(f"loading {e.weights} for {e.name} (llama.cpp)")
+        models[e.name] = _load_gguf(e, settings, wake, reporter)
+        engines.append(models[e.name].engine)
     for (weights, trust), group in groups.items():
         reporter.info(f"loading {weights} for {', '.join(e.name for e in group)}")
         model = load_causal_lm(Path(weights), trust, "float32")
@@ -256,8 +328,9 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
         first = tokenizers[group[0].name]
         pad = first.pad_token_id if first.pad_token_id is not None else first.eos_token_id
         context = _context_length(model)
-        engine = ServingEngine(model, frozenset(stop), int(pad if pad is not None else 0),
-                               context, settings, wake)
+        engine = ServingEngine(BatchScheduler(model, frozenset(stop),
+                                              int(pad if pad is not None else 0), context,
+                                              settings), wake)
         engines.append(engine)
         for e in group:
             tok = tokenizers[e.name]

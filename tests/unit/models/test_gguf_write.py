@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from gguf_files import needs_llamacpp
 from tiny import make_tiny_model, make_tiny_tokenizer
 from tunelab.errors import StoreError
 from tunelab.eval.gguf_parity import HfGreedy, compare, reference_answers
@@ -90,6 +91,22 @@ def test_file_carries_template_stop_tokens_and_metadata(tmp_path, tiny):
     assert len(f["tokenizer.ggml.tokens"]) == model.get_input_embeddings().weight.shape[0]
     assert f["tunelab.task"] == task
     assert f["general.architecture"] == "llama" and f["general.file_type"] == 7  # MOSTLY_Q8_0
+
+
+def test_llama_cpp_reads_the_file_and_answers_the_same(tmp_path, tiny):
+    needs_llamacpp()
+    from tunelab.models.llamacpp import LlamaCppModel
+
+    tok, model = tiny
+    stop = frozenset({tok.eos_token_id})
+    out = write_gguf(model, tok, tmp_path / "t.gguf", chat_template=tok.chat_template,
+                     name="tiny", stop_ids=set(stop))
+    ref = reference_answers(HfGreedy(model), _prompts(tok), 24, stop)
+    llama = LlamaCppModel(out)
+    report = compare(ref, llama, "llama.cpp", "f32")
+    assert report.passed, report.summary()
+    for p in PROMPTS:  # llama.cpp splits text into the same tokens as the tokenizer trained on
+        assert llama.tokenize(p) == tok(p, add_special_tokens=False)["input_ids"]
 
 
 def test_an_architecture_it_cannot_write_is_refused_and_nothing_is_left(tmp_path, tiny):

@@ -172,7 +172,7 @@ def test_limits_are_checked_when_submitting(tiny_tokenizer, prompts):
 
 def test_the_engine_thread_answers_streams_and_drains(tiny_tokenizer, prompts):
     model = _lively(tiny_tokenizer)
-    engine = ServingEngine(model, STOP, 0, 512, EngineSettings(4, 8, 2048))
+    engine = ServingEngine(BatchScheduler(model, STOP, 0, 512, EngineSettings(4, 8, 2048)))
     steps = []
     engine.on_step = lambda batch, new, seconds: steps.append(batch)
     engine.start()
