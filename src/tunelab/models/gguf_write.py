@@ -6,11 +6,13 @@ its merges and token types, the pre-tokenizer name, the chat template, and the B
 end-of-turn and padding ids. Extra ``tunelab.*`` string keys record what tunelab needs
 to serve the file as it served the run (its task, its source).
 
-Only what we can prove is written. The architecture must be Llama (SmolLM2 among them);
-the tokenizer a byte-level BPE whose pre-tokenizer is one llama.cpp knows by name
+Only what we can prove is written. The architecture must be Llama (SmolLM2 among them)
+with a byte-level BPE tokenizer whose pre-tokenizer is one llama.cpp knows by name
 (``_PRE_TOKENIZERS``): a wrong name is the most common cause of an exported model that
-loads but answers differently, so an unknown one is refused rather than guessed.
-Gemma 3's SentencePiece vocabulary and norm offsets are not written yet (refused).
+loads but answers differently, so an unknown one is refused rather than guessed. Or it is
+text-only Gemma 3, whose hyper-parameters, norm offsets and SentencePiece-style
+vocabulary ``tunelab.models.gguf_gemma`` knows, refusing what llama.cpp would not run
+the same way.
 
 How llama.cpp wants the tensors was read in its ``convert_hf_to_gguf.py``: names come
 from ``gguf``'s own tensor map, Q and K rows are permuted from Hugging Face's rotate-half
@@ -27,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +40,9 @@ import numpy as np
 from tunelab.config.schema import GGUF_TYPES
 from tunelab.errors import ModelError, StoreError
 from tunelab.files import fsync_dir, fsync_file, set_new_file_mode
+from tunelab.models import gguf_gemma
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", gguf_gemma.GEMMA3_ARCHITECTURE)
 META_PREFIX = "tunelab."  # our own keys: task, source, chat-template fingerprint
 
 # Hugging Face pre-tokenizers (tokenizer.json) that llama.cpp implements, by its name.
@@ -64,6 +69,17 @@ class Vocab:
     unk: int | None
     pad: int | None
     add_bos: bool
+    model: str = "gpt2"  # llama.cpp's tokenizer: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+    scores: list[float] | None = None  # "llama" only: the merge order
+
+
+@contextmanager
+def _as_unsupported() -> Iterator[None]:
+    """Gemma's refusals as this module's one exception type (same message and hint)."""
+    try:
+        yield
+    except gguf_gemma.GemmaUnsupportedError as e:
+        raise UnsupportedModelError(e.message, hint=e.hint) from e
 
 
 def architecture(model: Any) -> str:
@@ -80,10 +96,14 @@ def check_supported(model: Any) -> None:
             or its RoPE scaling is not plain.
     """
     arch = architecture(model)
+    if arch == gguf_gemma.GEMMA3_ARCHITECTURE:
+        with _as_unsupported():
+            gguf_gemma.check_gemma3(model.config)
+        return
     if arch not in SUPPORTED_ARCHITECTURES or getattr(model.config, "model_type", "") != "llama":
         raise UnsupportedModelError(
             f"GGUF export supports {', '.join(SUPPORTED_ARCHITECTURES)} (SmolLM2 and other "
-            f"Llama-family models); this model is {arch}",
+            f"Llama-family models, text-only Gemma 3); this model is {arch}",
             hint="export it as a Hugging Face folder with `tunelab export RUN --merge OUT` and "
                  "convert that with llama.cpp's convert_hf_to_gguf.py")
     rope = _rope_parameters(model.config)
@@ -183,6 +203,26 @@ def vocab_of(tokenizer: Any, n_rows: int, stop_ids: set[int]) -> Vocab:
                  tokenizer.unk_token_id, tokenizer.pad_token_id, add_bos)
 
 
+def gemma_vocab_of(tokenizer: Any, n_rows: int, stop_ids: set[int]) -> Vocab:
+    """Gemma 3's tokenizer as llama.cpp's SentencePiece vocabulary (``gguf_gemma.spm_vocab``).
+
+    Raises:
+        UnsupportedModelError: not a fast tokenizer, or one llama.cpp would split differently.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        raise UnsupportedModelError("the tokenizer is not a fast (tokenizers) tokenizer",
+                                    hint="export a Hugging Face folder with --merge instead")
+    with _as_unsupported():
+        tokens, scores, types = gguf_gemma.spm_vocab(json.loads(backend.to_str()), n_rows)
+    eos = tokenizer.eos_token_id
+    eot = next((i for i in sorted(stop_ids) if i != eos), eos)
+    probe = tokenizer("a")["input_ids"]
+    add_bos = bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id
+    return Vocab(tokens, types, [], "default", tokenizer.bos_token_id, eos, eot,
+                 tokenizer.unk_token_id, tokenizer.pad_token_id, add_bos, "llama", scores)
+
+
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """Rows from Hugging Face's rotate-half RoPE order to llama.cpp's interleaved one."""
     return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
@@ -194,7 +234,9 @@ def _tensors(model: Any) -> list[tuple[str, np.ndarray]]:
     import torch
 
     cfg = model.config
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    gemma = architecture(model) == gguf_gemma.GEMMA3_ARCHITECTURE
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3 if gemma else gguf.MODEL_ARCH.LLAMA,
+                                        cfg.num_hidden_layers)
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     out = []
     for hf_name, t in model.state_dict().items():
@@ -207,6 +249,10 @@ def _tensors(model: Any) -> list[tuple[str, np.ndarray]]:
             raise UnsupportedModelError(f"the model has a tensor GGUF has no name for: {hf_name}",
                                         hint="export a Hugging Face folder with --merge instead")
         data = t.detach().to(torch.float32).cpu().numpy()
+        if gemma:  # NeoX RoPE, as Hugging Face's: no permutation; norms carry Gemma's + 1
+            shift = gguf_gemma.norm_shift(hf_name)
+            out.append((name, data + np.float32(shift) if shift else data))
+            continue
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             data = _permute(data, cfg.num_attention_heads)
         elif hf_name.endswith(("k_proj.weight", "k_proj.bias")):
@@ -229,7 +275,7 @@ def _encoded(name: str, data: np.ndarray, ftype: str) -> tuple[np.ndarray, Any]:
     return data.astype(np.float16), qt.F16
 
 
-def write_gguf(model: Any, tokenizer: Any, out: Path, *, ftype: str = "f32", chat_template: str,
+def write_gguf(model: Any, tokenizer: Any, out: Path, *, ftype: str = "f32", chat_template: str | None,
                name: str, stop_ids: set[int] | None = None, metadata: dict[str, str] | None = None) -> Path:
     """Write ``model`` and ``tokenizer`` as the GGUF file ``out``, whole or not at all.
 
@@ -239,7 +285,8 @@ def write_gguf(model: Any, tokenizer: Any, out: Path, *, ftype: str = "f32", cha
         out: the file to write; its folder must exist. An existing file is replaced only
             once the new one is complete.
         ftype: the weights' type: ``f32``, ``f16`` or ``q8_0`` (norms stay f32).
-        chat_template: the Jinja chat template the model was trained with.
+        chat_template: the Jinja chat template the model was trained with; None: a model
+            prompted with plain text (a base model), and the file carries no template.
         name: the model's name inside the file (``general.name``).
         stop_ids: the ids generation stops at (EOS and end-of-turn tokens); None: EOS only.
         metadata: extra strings, stored under ``tunelab.<key>``.
@@ -262,32 +309,26 @@ def write_gguf(model: Any, tokenizer: Any, out: Path, *, ftype: str = "f32", cha
         raise StoreError(f"the folder {out.parent} does not exist",
                          hint="create it first, or write the file somewhere else")
     cfg = model.config
+    gemma = architecture(model) == gguf_gemma.GEMMA3_ARCHITECTURE
     n_rows = model.get_input_embeddings().weight.shape[0]
-    vocab = vocab_of(tokenizer, n_rows, stop_ids or {tokenizer.eos_token_id} - {None})
+    vocab = (gemma_vocab_of if gemma else vocab_of)(tokenizer, n_rows,
+                                                    stop_ids or {tokenizer.eos_token_id} - {None})
     tensors = _tensors(model)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        w = gguf.GGUFWriter(str(tmp), "llama")
+        w = gguf.GGUFWriter(str(tmp), "gemma3" if gemma else "llama")
         w.add_name(name)
         w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[ftype])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         w.add_vocab_size(n_rows)
-        w.add_context_length(cfg.max_position_embeddings)
-        w.add_embedding_length(cfg.hidden_size)
-        w.add_block_count(cfg.num_hidden_layers)
-        w.add_feed_forward_length(cfg.intermediate_size)
-        w.add_head_count(cfg.num_attention_heads)
-        w.add_head_count_kv(cfg.num_key_value_heads or cfg.num_attention_heads)
-        w.add_rope_dimension_count(head_dim)
-        if head_dim != cfg.hidden_size // cfg.num_attention_heads:
-            w.add_key_length(head_dim)
-            w.add_value_length(head_dim)
-        w.add_rope_freq_base(_rope_theta(cfg))
-        w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+        if gemma:
+            gguf_gemma.add_gemma3_hparams(w, cfg)
+        else:
+            _add_llama_hparams(w, cfg)
         _add_vocab(w, vocab)
-        w.add_chat_template(chat_template)
+        if chat_template is not None:
+            w.add_chat_template(chat_template)
         for key, value in (metadata or {}).items():
             w.add_string(META_PREFIX + key, value)
         for tname, data in tensors:
@@ -312,12 +353,33 @@ def write_gguf(model: Any, tokenizer: Any, out: Path, *, ftype: str = "f32", cha
     return out
 
 
+def _add_llama_hparams(w: Any, cfg: Any) -> None:
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads or cfg.num_attention_heads)
+    w.add_rope_dimension_count(head_dim)
+    if head_dim != cfg.hidden_size // cfg.num_attention_heads:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_rope_freq_base(_rope_theta(cfg))
+    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+
+
 def _add_vocab(w: Any, v: Vocab) -> None:
-    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_model(v.model)
     w.add_tokenizer_pre(v.pre)
     w.add_token_list(v.tokens)
+    if v.scores is not None:
+        w.add_token_scores(v.scores)
     w.add_token_types(v.types)
-    w.add_token_merges(v.merges)
+    if v.model == "llama":
+        w.add_add_space_prefix(False)  # Gemma's normalizer puts no "▁" before the text
+    else:
+        w.add_token_merges(v.merges)
     for value, add in ((v.bos, w.add_bos_token_id), (v.eos, w.add_eos_token_id),
                        (v.eot, w.add_eot_token_id), (v.unk, w.add_unk_token_id),
                        (v.pad, w.add_pad_token_id)):

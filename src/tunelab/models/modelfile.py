@@ -62,20 +62,30 @@ def _quoted(text: str) -> str:
     return f'"""{text}"""'
 
 
-def build_modelfile(gguf_name: str, render: Callable[[list[dict]], str], stop_tokens: list[str],
+_PLAIN_GO = "{{ .Prompt }}"  # a model without a chat template reads the prompt as it is
+
+
+def build_modelfile(gguf_name: str, render: Callable[[list[dict]], str] | None,
+                    stop_tokens: list[str],
                     context_length: int, system: str | None = None) -> Modelfile:
     """The Modelfile text for ``gguf_name`` (a file beside it).
 
     Args:
         gguf_name: the GGUF file's name, relative to the Modelfile's folder.
-        render: the run's chat template as a function of a chat (generation prompt added).
+        render: the run's chat template as a function of a chat (generation prompt added);
+            None: a plain-text model, whose Modelfile passes the prompt through.
         stop_tokens: the text of every token generation stops at.
         context_length: the model's context, as ``num_ctx``.
         system: a system turn to use when a chat brings none (a task's system prompt);
             None: the template's own default, if it has one.
     """
-    ok, default_system = chatml_default_system(render)
     lines = [f"FROM ./{gguf_name}"]
+    if render is None:
+        lines.append(f"TEMPLATE {_quoted(_PLAIN_GO)}")
+        lines += [f"PARAMETER stop {json.dumps(t)}" for t in stop_tokens]
+        lines += ["PARAMETER temperature 0", f"PARAMETER num_ctx {context_length}"]
+        return Modelfile("\n".join(lines) + "\n", True)
+    ok, default_system = chatml_default_system(render)
     if ok:
         lines.append(f"TEMPLATE {_quoted(_CHATML_GO)}")
     if system is not None or (ok and default_system is not None):

@@ -12,6 +12,11 @@ until then it sits under a hidden name beside it, removed on failure. An Ollama
 Check prompts come from ``prompts`` when given, else from the run's validation data
 (its training data when it has none), rendered through the run's task and template as
 training rendered them; a store model without prompts uses ``FALLBACK_PROMPTS``.
+
+A store model without a chat template (a base model such as gemma3-270m) is prompted with
+plain text: the file carries no template, the check prompts are plain texts tokenized as
+the tokenizer does by default (its BOS included), and the Modelfile passes the prompt as
+it is. A run always has a template (training needs one to render chats).
 """
 
 from __future__ import annotations
@@ -111,13 +116,17 @@ def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT
     model.eval()
     check_supported(model)
     tok = loaded.tokenizer
-    template = resolve_chat_template(tok, loaded.chat_template)
+    plain = loaded.chat_template is None and not getattr(tok, "chat_template", None)
+    template = None if plain else resolve_chat_template(tok, loaded.chat_template)
+    if plain:
+        reporter.info(f"{ref} has no chat template: writing it for plain-text prompts")
     stop = set(end_of_turn_ids(tok))
     eos = getattr(model.generation_config, "eos_token_id", None)
     stop |= {eos} if isinstance(eos, int) else set(eos or [])
     run_dir = find_run(ref, runs_dir)
-    meta = {"source": str(run_dir or ref),
-            "chat_template_fingerprint": template_fingerprint(tok, loaded.chat_template)}
+    meta = {"source": str(run_dir or ref)}
+    if template is not None:
+        meta["chat_template_fingerprint"] = template_fingerprint(tok, loaded.chat_template)
     if loaded.task is not None:
         meta["task"] = json.dumps(loaded.task.model_dump(mode="json"))
     pending = out.with_name(f".{out.stem}.unchecked-{uuid.uuid4().hex[:8]}.gguf")
@@ -131,8 +140,9 @@ def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT
                                  template, reporter)
             _check(result, model, tok, pending, ids, max_new_tokens, frozenset(stop), reporter)
         mf = build_modelfile(
-            out.name, lambda chat: tok.apply_chat_template(chat, chat_template=template,
-                                                           tokenize=False, add_generation_prompt=True),
+            out.name, None if template is None else (
+                lambda chat: tok.apply_chat_template(chat, chat_template=template, tokenize=False,
+                                                     add_generation_prompt=True)),
             sorted({tok.convert_ids_to_tokens(i) for i in stop}),
             int(model.config.max_position_embeddings),
             _task_system(loaded.task))
@@ -203,9 +213,10 @@ def _read_back(path: Path) -> Any:
 
 
 def _check_prompts(run_dir: Path | None, prompts: Path | None, n: int,
-                   task: TaskSettings | None, tok: Any, template: str,
+                   task: TaskSettings | None, tok: Any, template: str | None,
                    reporter: Reporter) -> list[list[int]]:
-    """Up to ``n`` distinct prompts, as token ids, rendered as training rendered them."""
+    """Up to ``n`` distinct prompts, as token ids, rendered as training rendered them
+    (``template`` None: plain text, each chat's turns before its answer joined by lines)."""
     chats: list[list[Message]] = []
     files = [prompts] if prompts is not None else _run_files(run_dir)
     for f in files:
@@ -227,7 +238,8 @@ def _check_prompts(run_dir: Path | None, prompts: Path | None, n: int,
     seen: set[tuple[int, ...]] = set()
     ids: list[list[int]] = []
     for chat in chats:
-        p = render_prompt_ids(tok, chat, template)
+        p = (render_prompt_ids(tok, chat, template) if template is not None
+             else list(tok("\n".join(m.content for m in chat))["input_ids"]))
         if tuple(p) not in seen:
             seen.add(tuple(p))
             ids.append(p)
