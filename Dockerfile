@@ -56,6 +56,9 @@ RUN groupadd --system --gid 10001 tunelab \
     && chown tunelab:tunelab /data
 VOLUME ["/data"]
 USER 10001:10001
+# Commands run from the volume: `tunelab train` writes runs/ there, and `tunelab serve
+# RUN_NAME` finds them (the default runs folder is relative to the working folder).
+WORKDIR /data
 
 EXPOSE 8000
 # start period: loading a model takes seconds to minutes; failures before it do not count

@@ -40,6 +40,10 @@ case "$step" in
       *,llamacpp,*)
         # llama-cpp-python builds llama.cpp from source: it needs a C++ compiler and cmake,
         # which the slim image lacks (they stay in the image: about 250 MB more)
+        # a portable build: llama.cpp's default is tuned to the building machine's CPU, and
+        # an image built on an AVX-512 host would stop with "illegal instruction" elsewhere
+        CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
+        export CMAKE_ARGS
         if ! command -v c++ >/dev/null 2>&1 || ! command -v cmake >/dev/null 2>&1; then
           if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
             apt-get update

@@ -114,9 +114,15 @@ def check_gemma3(cfg: Any) -> None:
         problems.append(f"query_pre_attn_scalar={cfg.query_pre_attn_scalar} (llama.cpp scales "
                         f"queries by 1/sqrt({scalar}))")
     try:
-        swa_period(cfg)
+        if swa_period(cfg) != 6:  # llama.cpp's gemma3 loader fixes the period at 6
+            problems.append(f"a sliding/full period of {swa_period(cfg)} (llama.cpp runs every "
+                            "Gemma 3 with 6)")
     except GemmaUnsupportedError as e:
         problems.append(e.message)
+    local_base = float(_rope(cfg, "sliding_attention").get("rope_theta", 10_000.0))
+    if local_base != 10_000.0:  # ... and the local RoPE base at 10000, whatever the file says
+        problems.append(f"a local RoPE base of {local_base:g} (llama.cpp runs every Gemma 3 "
+                        "with 10000)")
     if problems:
         raise GemmaUnsupportedError("this Gemma 3 cannot be written as a GGUF llama.cpp runs the "
                                     "same way: " + "; ".join(problems))
@@ -133,7 +139,8 @@ def add_gemma3_hparams(w: Any, cfg: Any) -> None:
     w.add_key_length(int(cfg.head_dim))
     w.add_value_length(int(cfg.head_dim))
     w.add_rope_freq_base(float(_rope(cfg, "full_attention").get("rope_theta", 1_000_000.0)))
-    # Written although 10000 and 6 are llama.cpp's defaults, so the file says what it means.
+    # llama.cpp's loader ignores these two (it fixes 10000 and 6; check_gemma3 refuses
+    # others), but other readers of the file may not.
     w.add_rope_freq_base_swa(float(_rope(cfg, "sliding_attention").get("rope_theta", 10_000.0)))
     w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     w.add_sliding_window(int(cfg.sliding_window))

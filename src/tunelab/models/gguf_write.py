@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,9 @@ META_PREFIX = "tunelab."  # our own keys: task, source, chat-template fingerprin
 _GPT2_BYTE_LEVEL = {"type": "ByteLevel", "use_regex": True}
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?"
                  r"[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+_TURN_END = re.compile(r"im_end|end_of_turn|eot_id", re.IGNORECASE)
 
 
 class UnsupportedModelError(ModelError):
@@ -195,12 +199,21 @@ def vocab_of(tokenizer: Any, n_rows: int, stop_ids: set[int]) -> Vocab:
         a = added.get(i)
         types[i] = 1 if a is None else (3 if a.get("special") else 4)  # NORMAL, CONTROL, USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    eos = tokenizer.eos_token_id
-    eot = next((i for i in sorted(stop_ids) if i != eos), eos)
-    probe = tokenizer("a")["input_ids"]
-    add_bos = bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id
+    eos, eot, add_bos = _special_ids(tokenizer, stop_ids)
     return Vocab(tokens, types, merges, pre, tokenizer.bos_token_id, eos, eot,
                  tokenizer.unk_token_id, tokenizer.pad_token_id, add_bos)
+
+
+def _special_ids(tokenizer: Any, stop_ids: set[int]) -> tuple[int | None, int | None, bool]:
+    """EOS, the end-of-turn id (a stop token named like one, ``<|im_end|>`` or
+    ``<end_of_turn>``; else EOS), and whether the tokenizer puts BOS before a text."""
+    eos = tokenizer.eos_token_id
+    named = [i for i in sorted(stop_ids) if i != eos
+             and _TURN_END.search(str(tokenizer.convert_ids_to_tokens(i)) or "")]
+    eot = named[0] if named else eos
+    probe = tokenizer("a")["input_ids"]
+    add_bos = bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id
+    return eos, eot, add_bos
 
 
 def gemma_vocab_of(tokenizer: Any, n_rows: int, stop_ids: set[int]) -> Vocab:
@@ -215,10 +228,7 @@ def gemma_vocab_of(tokenizer: Any, n_rows: int, stop_ids: set[int]) -> Vocab:
                                     hint="export a Hugging Face folder with --merge instead")
     with _as_unsupported():
         tokens, scores, types = gguf_gemma.spm_vocab(json.loads(backend.to_str()), n_rows)
-    eos = tokenizer.eos_token_id
-    eot = next((i for i in sorted(stop_ids) if i != eos), eos)
-    probe = tokenizer("a")["input_ids"]
-    add_bos = bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id
+    eos, eot, add_bos = _special_ids(tokenizer, stop_ids)
     return Vocab(tokens, types, [], "default", tokenizer.bos_token_id, eos, eot,
                  tokenizer.unk_token_id, tokenizer.pad_token_id, add_bos, "llama", scores)
 

@@ -205,22 +205,28 @@ class LlamaCppModel:
         n_ctx: tokens the ``Llama`` object's own context holds (``greedy``,
             ``token_logprobs``); None: the file's training context.
         n_threads: decoding threads; None: one per core this process may use.
+        f32_cache: keep the own context's keys and values in f32 rather than llama.cpp's
+            default f16, whose rounding alone can flip a near-tie between two tokens (the
+            export's check of an f32 file wants the file's arithmetic, not the cache's).
 
     Raises:
         LlamaCppMissingError: llama-cpp-python is not installed (names the install line).
         ModelError: the file is missing or llama.cpp cannot load it.
     """
 
-    def __init__(self, path: Path, n_ctx: int | None = None, n_threads: int | None = None) -> None:
+    def __init__(self, path: Path, n_ctx: int | None = None, n_threads: int | None = None,
+                 f32_cache: bool = False) -> None:
         self.path = Path(path)
         self._lib = _llama_cpp(f"loading {self.path.name}")
         if not self.path.is_file():
             raise ModelError(f"{self.path} is not a file", hint="give the path of a .gguf file")
         self.n_threads = n_threads or machine_threads()
+        cache = {"type_k": self._lib.GGML_TYPE_F32, "type_v": self._lib.GGML_TYPE_F32,
+                 "flash_attn": False} if f32_cache else {}
         try:
             self.llm = self._lib.Llama(str(self.path), n_ctx=n_ctx or 0, n_batch=N_BATCH,
                                        n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                                       verbose=False)
+                                       verbose=False, **cache)
         except (ValueError, RuntimeError) as e:  # llama.cpp says little more than "failed"
             raise ModelError(f"llama.cpp cannot load {self.path}: {e}",
                              hint="check that it is a complete GGUF file of an architecture "

@@ -49,7 +49,7 @@ from tunelab.eval.gguf_parity import HfGreedy, ParityReport, compare, reference_
 from tunelab.files import write_text_atomic
 from tunelab.models.gguf_write import check_supported, write_gguf
 from tunelab.models.llamacpp import LLAMACPP_INSTALL, LlamaCppModel, llamacpp_available
-from tunelab.models.modelfile import build_modelfile
+from tunelab.models.modelfile import Modelfile, build_modelfile
 from tunelab.models.runs import load_for_inference, run_settings
 from tunelab.tracking.reporter import SILENT, Reporter
 from tunelab.tracking.run_dir import find_run
@@ -94,7 +94,7 @@ def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT
     """Write ``ref`` (a run, or a store model) as the GGUF file ``out`` and check it.
 
     Raises:
-        UsageError: an unknown ``ftype``.
+        ModelError: an unknown ``ftype``.
         StoreError: ``out`` exists (without ``overwrite``), its folder is missing or cannot
             be written, or ``ref`` is not a finished run with weights.
         UnsupportedModelError: the architecture or tokenizer cannot be written.
@@ -106,8 +106,9 @@ def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT
     if not out.parent.is_dir():
         raise StoreError(f"the folder {out.parent} does not exist",
                          hint="create it first, or write the file somewhere else")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} exists already", hint="choose another file name, or --overwrite")
+    for f in (out, out.with_suffix(".Modelfile")):
+        if f.exists() and not overwrite:
+            raise StoreError(f"{f} exists already", hint="choose another file name, or --overwrite")
     reporter.info(f"loading {ref}")
     loaded = load_for_inference(ref, runs_dir, reporter=reporter)
     model = loaded.model
@@ -131,30 +132,40 @@ def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT
         meta["task"] = json.dumps(loaded.task.model_dump(mode="json"))
     pending = out.with_name(f".{out.stem}.unchecked-{uuid.uuid4().hex[:8]}.gguf")
     reporter.info(f"writing {ftype} GGUF")
-    write_gguf(model, tok, pending, ftype=ftype, chat_template=template, name=loaded.label,
-               stop_ids=stop, metadata=meta)
     try:
+        write_gguf(model, tok, pending, ftype=ftype, chat_template=template, name=loaded.label,
+                   stop_ids=stop, metadata=meta)
         result = ExportResult(out, out.with_suffix(".Modelfile"), ftype, pending.stat().st_size)
         if check:
             ids = _check_prompts(run_dir, prompts, n_prompts, loaded.task, tok,
                                  template, reporter)
             _check(result, model, tok, pending, ids, max_new_tokens, frozenset(stop), reporter)
-        mf = build_modelfile(
-            out.name, None if template is None else (
-                lambda chat: tok.apply_chat_template(chat, chat_template=template, tokenize=False,
-                                                     add_generation_prompt=True)),
-            sorted({tok.convert_ids_to_tokens(i) for i in stop}),
-            int(model.config.max_position_embeddings),
-            _task_system(loaded.task))
+        mf = _modelfile(out, tok, template, stop, model, loaded.task)
         result.template_in_modelfile = mf.has_template
+        os.replace(pending, out)  # the GGUF first: a Modelfile must never name a missing file
         write_text_atomic(result.modelfile, mf.text)
-        os.replace(pending, out)
     except OSError as e:
         raise StoreError(f"{out}: cannot be written ({e.strerror or e})",
                          hint=f"check that you may write to {out.parent} and that the disk has room") from e
     finally:
         pending.unlink(missing_ok=True)
     return result
+
+
+def _modelfile(out: Path, tok: Any, template: str | None, stop: set[int], model: Any,
+               task: TaskSettings | None) -> Modelfile:
+    def render(chat: list[dict]) -> str:
+        return tok.apply_chat_template(chat, chat_template=template, tokenize=False,
+                                       add_generation_prompt=True)
+
+    try:
+        return build_modelfile(out.name, None if template is None else render,
+                               sorted({tok.convert_ids_to_tokens(i) for i in stop}),
+                               int(model.config.max_position_embeddings), _task_system(task))
+    except Exception as e:  # noqa: BLE001 - Jinja raises its own errors for a probe chat
+        raise ModelError(f"the run's chat template fails on a probe chat for the Modelfile: {e}",
+                         hint="fix the template (data.chat_template), or export a Hugging Face "
+                              "folder with --merge") from e
 
 
 def _task_system(task: TaskSettings | None) -> str | None:
@@ -169,7 +180,11 @@ def _check(result: ExportResult, model: Any, tok: Any, path: Path, prompts: list
     ref = reference_answers(HfGreedy(model), prompts, max_new_tokens, stop)
     readers: list[tuple[str, Any]] = [("transformers", HfGreedy(_read_back(path)))]
     if llamacpp_available():
-        llama = LlamaCppModel(path)
+        # A context just large enough (the file's own, 32,768 for Gemma 3, costs memory and
+        # load time for nothing here), in f32: this checks the file, and llama.cpp's default
+        # f16 cache alone flipped 1 of 16 SmolLM2 answers of an f32 file.
+        llama = LlamaCppModel(path, n_ctx=max(map(len, prompts)) + max_new_tokens + 1,
+                              f32_cache=True)
         _check_tokens(llama, tok, prompts)
         readers.append(("llama.cpp", llama))
     else:
@@ -183,7 +198,8 @@ def _check(result: ExportResult, model: Any, tok: Any, path: Path, prompts: list
         raise ParityError(
             "the GGUF does not answer like the model it came from: "
             + "; ".join(r.summary() for r in failed) + "; the file was not kept",
-            hint="try --type f32, or --no-check to write it anyway and compare yourself")
+            hint=("a rounded type moves near-ties: try --type f32; or " if result.ftype != "f32"
+                  else "") + "--no-check writes it anyway, to compare yourself")
 
 
 def _check_tokens(llama: Any, tok: Any, prompts: list[list[int]]) -> None:
@@ -218,9 +234,9 @@ def _check_prompts(run_dir: Path | None, prompts: Path | None, n: int,
     """Up to ``n`` distinct prompts, as token ids, rendered as training rendered them
     (``template`` None: plain text, each chat's turns before its answer joined by lines)."""
     chats: list[list[Message]] = []
-    files = [prompts] if prompts is not None else _run_files(run_dir)
-    for f in files:
-        examples = (load_task_examples(f, task, task_label_set(task), reporter)
+    files = [(prompts, None)] if prompts is not None else _run_files(run_dir)
+    for f, text_field in files:
+        examples = (load_task_examples(f, task, task_label_set(task), reporter, text_field)
                     if task is not None else load_examples(f, reporter=reporter))
         for ex in examples:
             msgs = list(ex.messages)
@@ -230,6 +246,9 @@ def _check_prompts(run_dir: Path | None, prompts: Path | None, n: int,
                 chats.append(msgs)
         if len(chats) >= n:
             break
+    if not chats and run_dir is not None:
+        reporter.warning(f"{run_dir}: its data files are gone or hold no chat prompt; the "
+                         "check uses built-in questions (give --prompts FILE for the run's own)")
     if not chats:
         if prompts is not None:
             raise ModelError(f"{prompts} holds no chat prompt to check with",
@@ -248,14 +267,15 @@ def _check_prompts(run_dir: Path | None, prompts: Path | None, n: int,
     return ids
 
 
-def _run_files(run_dir: Path | None) -> list[Path]:
-    """The run's validation files, else its training files (none for a store model)."""
+def _run_files(run_dir: Path | None) -> list[tuple[Path, str | None]]:
+    """The run's validation files, else its training files (none for a store model), each
+    with the text column its source names (None: the task's)."""
     if run_dir is None:
         return []
     data = run_settings(run_dir).get("data", {})
     for key in ("validation", "train"):
-        paths = [Path(s["path"] if isinstance(s, dict) else s) for s in data.get(key) or []]
-        paths = [p for p in paths if p.is_file()]
-        if paths:
-            return paths
+        sources = [s if isinstance(s, dict) else {"path": s} for s in data.get(key) or []]
+        found = [(Path(s["path"]), s.get("text_field")) for s in sources if Path(s["path"]).is_file()]
+        if found:
+            return found
     return []

@@ -166,10 +166,17 @@ def test_a_bpe_whose_merges_llama_cpp_would_not_follow_is_refused(tmp_path, tiny
                                              "rope_theta": 1e6},
                           "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}},
      "RoPE scaling 'linear'"),
+    # llama.cpp's gemma3 loader fixes the period at 6 and the local RoPE base at 10000
+    ({"layer_types": ["sliding_attention"] * 3 + ["full_attention"]
+      + ["sliding_attention"] * 3 + ["full_attention"], "num_hidden_layers": 8},
+     "a sliding/full period of 4"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 5e4}}},
+     "a local RoPE base of 50000"),
 ])
 def test_a_gemma3_llama_cpp_would_run_differently_is_refused(tmp_path, tiny, override, named):
     tok, _ = tiny
-    model = make_gemma_model(tok, num_hidden_layers=6, hidden_size=32, **override)
+    model = make_gemma_model(tok, **{"num_hidden_layers": 6, "hidden_size": 32, **override})
     with pytest.raises(UnsupportedModelError, match="cannot be written as a GGUF") as e:
         write_gguf(model, tok, tmp_path / "g.gguf", chat_template=GEMMA_TEMPLATE, name="g")
     assert named in e.value.message and "--merge" in e.value.hint
