@@ -66,7 +66,7 @@ def runs(tmp_path_factory):
 def _readers(printed: str) -> dict[str, tuple[int, int, float]]:
     found = {}
     for reader, same, n, diff in re.findall(
-            r"passed  (\S+): (\d+)/(\d+) greedy answers identical .*? log-prob difference\| "
+            r"passed  (\S+): (\d+)/(\d+) greedy answers identical .*?log-prob difference\| "
             r"(\S+) per token", printed):
         found[reader] = (int(same), int(n), float(diff))
     return found
