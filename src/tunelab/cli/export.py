@@ -8,7 +8,6 @@ llama.cpp and Ollama commands follow.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from tunelab.cli import exits
@@ -19,6 +18,7 @@ from tunelab.config.schema import (
     GGUF_CHECK_PROMPTS,
     GGUF_TYPES,
 )
+from tunelab.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,9 +57,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from tunelab.cli.reporter import StderrReporter
 
     if a.merge is None and a.gguf is None:
-        print("tunelab export: say where to write: --merge OUT (a folder) or --gguf OUT.gguf",
-              file=sys.stderr)
-        return exits.USAGE
+        raise UsageError(f"tunelab export {a.run}: nothing says where to write it (missing "
+                         "--merge or --gguf)",
+                         hint=f"add --gguf OUT.gguf (llama.cpp, Ollama) or --merge OUT (a "
+                              f"Hugging Face folder): `tunelab export {a.run} --gguf OUT.gguf`")
     if a.merge is not None:
         from tunelab.models.runs import export_merged
 
