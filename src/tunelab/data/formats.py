@@ -3,10 +3,12 @@
 =================  ==========================================================================
 format             row shape
 =================  ==========================================================================
-chat               ``{"messages": [{"role", "content", "weight"?}, ...]}`` (OpenAI style)
+chat               ``{"messages": [{"role", "content", "weight"?}, ...], "tools"?}`` (OpenAI
+                   style; tool calls, results and content parts: ``tools``)
 alpaca             ``{"instruction", "input"?, "output" | "response", "system"?}``
 prompt_completion  ``{"prompt", "completion"}``
-sharegpt           ``{"conversations": [{"from", "value", "weight"?}, ...], "system"?}``
+sharegpt           ``{"conversations": [{"from", "value", "weight"?}, ...], "system"?,
+                   "tools"?}`` (``function_call`` and ``observation`` turns: ``tools``)
 classification     ``{"label", "text" | "sentence" | ...}`` (a label + text table, other
                    columns allowed); see ``extra_formats``
 text               ``{"text"}`` without a ``label``: every token is trained
@@ -40,8 +42,25 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from tunelab.data import extra_formats, pairs
-from tunelab.data.example import ROLES, SHAREGPT_ROLES, Example, Message, chat_role, sharegpt_role
+from tunelab.data.example import (
+    ROLES,
+    SHAREGPT_CALL,
+    SHAREGPT_ROLES,
+    Example,
+    Message,
+    ToolCall,
+    chat_role,
+    sharegpt_role,
+)
 from tunelab.data.findings import ERROR, WARNING, Finding, show_value, type_name
+from tunelab.data.tools import (
+    check_conversation,
+    join_parts,
+    read_legacy_call,
+    read_openai_calls,
+    read_sharegpt_calls,
+    read_tools,
+)
 
 FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text",
            "classification", "preference", "self_instruct")
@@ -74,10 +93,10 @@ NEEDED: dict[str, tuple[tuple[str, ...], ...]] = {
 # Every key each format reads, needed or optional: a key outside it is kept in meta,
 # unread, and reported once per file (a classification row reads one text column only).
 READS: dict[str, tuple[str, ...]] = {
-    "chat": ("messages",),
+    "chat": ("messages", "tools", "functions"),
     "alpaca": ("instruction", "input", "output", "response", "system"),
     "prompt_completion": ("prompt", "completion"),
-    "sharegpt": ("conversations", "system"),
+    "sharegpt": ("conversations", "system", "tools"),
     "text": ("text",),
     **extra_formats.READS,
     **pairs.READS,
@@ -387,7 +406,7 @@ def to_example(obj: object, fmt: str, source: str,
         return None, row.findings
     meta = {k: v for k, v in obj.items() if k not in used}
     example = Example(messages=messages, text=text, source=source, line=line, meta=meta,
-                      rejected=rejected)
+                      rejected=rejected, tools=row.tools)
     return example, row.findings
 
 
@@ -398,6 +417,7 @@ class _Row:
         self.source = source
         self.line = line
         self.findings: list[Finding] = []
+        self.tools: tuple[dict, ...] = ()  # the row's tool declarations, once read
 
     def error(self, field: str | None, code: str, message: str) -> None:
         self.findings.append(Finding(self.source, self.line, field, code, message, ERROR))
@@ -446,25 +466,49 @@ def _answer(value: str | None, field: str, row: _Row) -> None:
 
 
 def _chat(obj: dict, row: _Row) -> Built:
+    used = {"messages", "tools", "functions"}
     if "messages" not in obj:
         row.missing(obj, "messages", "chat", "a list of {role, content} objects")
-        return {"messages"}, [], None
+        return used, [], None
+    tools = _declared(obj, ("tools", "functions"), row)
     turns = _list_field(obj["messages"], "messages", "messages_not_list", row)
-    messages = _turns(turns, "messages", ("role", "content"), chat_role, row)
-    return {"messages"}, messages, None
+    messages, wheres = _turns(turns, "messages", ("role", "content"), chat_role, row)
+    if tools is not None and len(wheres) == len(messages):
+        check_conversation(tools, messages, wheres, row, _tools_field(obj, ("tools", "functions")))
+    return used, messages, None
 
 
 def _sharegpt(obj: dict, row: _Row) -> Built:
-    used = {"conversations", "system"}
+    used = {"conversations", "system", "tools"}
     if "conversations" not in obj:
         row.missing(obj, "conversations", "sharegpt", "a list of {from, value} objects")
         return used, [], None
     system = _string(obj, "system", row, optional=True)
+    tools = _declared(obj, ("tools",), row)
     turns = _list_field(obj["conversations"], "conversations", "conversations_not_list", row)
-    messages = _turns(turns, "conversations", ("from", "value"), sharegpt_role, row)
+    messages, wheres = _turns(turns, "conversations", ("from", "value"), sharegpt_role, row)
+    if tools is not None and len(wheres) == len(messages):
+        check_conversation(tools, messages, wheres, row, "tools")
     if system and system.strip():
         messages.insert(0, Message("system", system))
     return used, messages, None
+
+
+def _declared(obj: dict, keys: tuple[str, ...], row: _Row) -> tuple[dict, ...] | None:
+    """The row's tool declarations (``tools``, or OpenAI's older ``functions``); None when
+    they are malformed (reported)."""
+    given = [k for k in keys if obj.get(k) not in (None, "", [])]
+    if len(given) > 1:
+        row.error(given[1], "conflicting_fields",
+                  f"the row declares functions in both {given[0]!r} and {given[1]!r}; keep one")
+        return None
+    tools = read_tools(obj[given[0]], given[0], row) if given else ()
+    row.tools = tools or ()
+    return tools
+
+
+def _tools_field(obj: dict, keys: tuple[str, ...]) -> str:
+    return next((k for k in keys if obj.get(k) not in (None, "", [])), keys[0])
 
 
 def _alpaca(obj: dict, row: _Row) -> Built:
@@ -549,13 +593,19 @@ def _list_field(value: object, field: str, code: str, row: _Row) -> list | None:
 
 
 def _turns(turns: list | None, field: str, keys: tuple[str, str],
-           role_of: Callable[[object], str | None], row: _Row) -> list[Message]:
-    """Parse the turns of a conversation; report every bad turn and a missing assistant."""
+           role_of: Callable[[object], str | None], row: _Row) -> tuple[list[Message], list[str]]:
+    """Parse the turns of a conversation; report every bad turn and a missing assistant.
+
+    Returns:
+        The turns read and each one's field (``messages[2]``), for the tool checks.
+    """
     if turns is None:
-        return []
+        return [], []
     role_key, content_key = keys
-    allowed = (role_key, content_key, "weight")
+    sharegpt = role_of is sharegpt_role
+    allowed = (role_key, content_key, "weight") + (() if sharegpt else _CHAT_TOOL_KEYS)
     messages: list[Message] = []
+    wheres: list[str] = []
     roles: list[str | None] = []  # of every turn, even one whose content is bad
     roles_ok = True
     for i, turn in enumerate(turns):
@@ -566,20 +616,30 @@ def _turns(turns: list | None, field: str, keys: tuple[str, str],
                       f"{content_key!r}: ...}}, got {type_name(turn)} {show_value(turn)}")
             roles_ok = False
             continue
+        result = not sharegpt and turn.get(role_key) in ("tool", "function")
         for key, value in turn.items():
-            if key not in allowed and value is not None:  # Parquet pads absent keys with null
+            # Parquet pads absent keys with null; a result's call id and name are read
+            # on tool turns only (OpenAI's `name` of a user is not read: it is an error).
+            if value is not None and (key not in allowed
+                                      or (key in _RESULT_KEYS and not result)):
                 row.error(f"{where}.{key}", "unknown_key",
-                          f"{key!r} is not read by this format (only {', '.join(allowed)}); "
+                          f"{key!r} is not read by this format (only {', '.join(allowed)}"
+                          f"{'' if sharegpt else '; tool_call_id and name on tool turns only'}); "
                           "remove it")
-        role = _turn_role(turn, where, role_key, role_of, row)
-        roles_ok = roles_ok and role is not None
-        roles.append(role)
-        content = _turn_content(turn, where, content_key, role, row)
-        weight = _weight(turn.get("weight"), f"{where}.weight", row)
-        if role is not None and content is not None:
-            messages.append(Message(role, content, weight))
+        if sharegpt and isinstance(turn.get(role_key), str) \
+                and turn[role_key].lower() == SHAREGPT_CALL:
+            roles.append("assistant")
+            message = _sharegpt_call(turn, where, content_key, row)
+        else:
+            role = _turn_role(turn, where, role_key, role_of, row)
+            roles_ok = roles_ok and role is not None
+            roles.append(role)
+            message = _turn_message(turn, where, role_key, content_key, role, row)
+        if message is not None:
+            messages.append(message)
+            wheres.append(where)
     if not roles_ok:  # a misspelt role may be the assistant: no guesses about the rest
-        return messages
+        return messages, wheres
     if "assistant" not in roles:
         what = "is empty" if not turns else "has no assistant turn"
         row.error(field, "no_assistant",
@@ -589,7 +649,51 @@ def _turns(turns: list | None, field: str, keys: tuple[str, str],
         row.warning(field, "nothing_trained",
                     "no turn is trained (the assistant turns have weight 0 and no turn has "
                     "weight 1), so the row teaches nothing; set weight 1 on a reply to learn")
-    return messages
+    return messages, wheres
+
+
+# Keys an OpenAI chat message may carry beside role, content and weight: calls, a
+# result's call id, the function's name (older ``function`` messages), the older call.
+_CHAT_TOOL_KEYS = ("tool_calls", "tool_call_id", "name", "function_call")
+_RESULT_KEYS = ("tool_call_id", "name")
+
+
+def _turn_message(turn: dict, where: str, role_key: str, content_key: str, role: str | None,
+                  row: _Row) -> Message | None:
+    """One chat or ShareGPT turn as a message, its calls and result id read."""
+    calls: tuple[ToolCall, ...] | None = ()
+    calling = turn.get("tool_calls") is not None or turn.get("function_call") is not None
+    if turn.get("tool_calls") is not None:
+        calls = read_openai_calls(turn["tool_calls"], f"{where}.tool_calls", row)
+    elif turn.get("function_call") is not None:
+        calls = read_legacy_call(turn["function_call"], f"{where}.function_call", row)
+    if calling and role not in (None, "assistant"):
+        row.error(f"{where}.tool_calls", "bad_tool_call",
+                  f"only assistant turns call tools; this turn's role is {role!r}")
+    content = _turn_content(turn, where, content_key, role, row, calling=calling)
+    weight = _weight(turn.get("weight"), f"{where}.weight", row)
+    ident, name = turn.get("tool_call_id"), turn.get("name")
+    for key, value in (("tool_call_id", ident), ("name", name)):
+        if value is not None and not isinstance(value, str):
+            row.error(f"{where}.{key}", "not_string",
+                      f"{key} must be a string, got {type_name(value)} {show_value(value)}")
+            return None
+    if role is None or content is None or calls is None:
+        return None
+    if role != "tool":
+        ident = name = None
+    return Message(role, content, weight, tuple(calls), ident, name)
+
+
+def _sharegpt_call(turn: dict, where: str, content_key: str, row: _Row) -> Message | None:
+    """A ShareGPT ``function_call`` turn: the assistant calling, as JSON text."""
+    field = f"{where}.{content_key}"
+    if content_key not in turn:
+        row.error(field, "missing_content", f"the turn has no {content_key!r}; add the call as JSON")
+        return None
+    calls = read_sharegpt_calls(turn[content_key], field, row)
+    weight = _weight(turn.get("weight"), f"{where}.weight", row)
+    return None if calls is None else Message("assistant", "", weight, calls)
 
 
 def _trained(message: Message) -> bool:
@@ -600,7 +704,7 @@ def _trained(message: Message) -> bool:
 
 def _turn_role(turn: dict, where: str, key: str, role_of: Callable[[object], str | None],
                row: _Row) -> str | None:
-    names = list(SHAREGPT_ROLES) if role_of is sharegpt_role else list(ROLES)
+    names = [*SHAREGPT_ROLES, SHAREGPT_CALL] if role_of is sharegpt_role else list(ROLES)
     if key not in turn:
         row.error(f"{where}.{key}", "missing_role",
                   f"the turn has no {key!r}; add one of {', '.join(names)}")
@@ -615,18 +719,25 @@ def _turn_role(turn: dict, where: str, key: str, role_of: Callable[[object], str
     return role
 
 
-def _turn_content(turn: dict, where: str, key: str, role: str | None,
-                  row: _Row) -> str | None:
+def _turn_content(turn: dict, where: str, key: str, role: str | None, row: _Row,
+                  calling: bool = False) -> str | None:
     field = f"{where}.{key}"
+    if calling and turn.get(key) is None:
+        return ""  # an assistant turn that only calls tools has no content
     if key not in turn:
         row.error(field, "missing_content", f"the turn has no {key!r}; add its text")
         return None
     content = turn[key]
+    if isinstance(content, list):
+        content = join_parts(content, field, row)
+        if content is None:
+            return None
     if not isinstance(content, str):
         row.error(field, "not_string",
-                  f"{key} must be a string, got {type_name(content)} {show_value(content)}")
+                  f"{key} must be a string or a list of text parts, got {type_name(content)} "
+                  f"{show_value(content)}")
         return None
-    if not content.strip():
+    if not content.strip() and not calling:
         if role == "assistant":
             row.error(field, "empty_content",
                       "the assistant turn is empty, so it would teach an empty reply; write "

@@ -9,6 +9,12 @@ sends) is not trained; the answer, through its end-of-turn token, is. Segments a
 tokenized separately, so the prompt tokens equal the tokens ``render_prompt_ids``
 gives at inference time.
 
+Tool use (``tunelab.data.tools``): a chat with declarations, calls or results is rendered
+by the template itself (``tools=``) when it renders tools (``resolve_tool_format``
+probes it), else in the one fallback layout (``tools.fallback_messages``). The choice
+is stored with a run, so evaluation and serving render the same way. Calls are
+assistant turns and trained; results are ``tool`` turns and never are.
+
 This module receives a tokenizer object; it never loads a model or a tokenizer.
 """
 
@@ -20,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.example import Example, Message
+from tunelab.data.example import Example, Message, ToolCall
+from tunelab.data.tools import (
+    FALLBACK,
+    TEMPLATE,
+    TOOL_FORMATS,
+    fallback_messages,
+    template_dicts,
+    template_tools,
+    uses_tools,
+)
 from tunelab.errors import DataError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's cross_entropy default)
@@ -99,13 +114,52 @@ def _as_dicts(messages: Sequence[Message | dict]) -> list[dict]:
     return out
 
 
+def _as_messages(messages: Sequence[Message | dict]) -> list[Message]:
+    return [m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in messages]
+
+
 def render_text(tokenizer: Any, messages: Sequence[Message | dict], template: str,
-                add_generation_prompt: bool) -> str:
-    """Render messages with a Jinja chat template to a string."""
-    return tokenizer.apply_chat_template(
-        _as_dicts(messages), chat_template=template, tokenize=False,
-        add_generation_prompt=add_generation_prompt,
-    )
+                add_generation_prompt: bool, tools: Sequence[dict] | None = None) -> str:
+    """Render messages with a Jinja chat template to a string.
+
+    Args:
+        tools: declarations to pass as the template's ``tools`` (template tool format
+            only; the fallback has already put them in the messages). Turns with calls
+            or results are passed with them in transformers' shape.
+
+    Raises:
+        DataError: the template fails on these turns (a role it refuses, say).
+    """
+    dicts = (template_dicts(_as_messages(messages)) if tools is not None
+             else _as_dicts(messages))
+    try:
+        return tokenizer.apply_chat_template(
+            dicts, chat_template=template, tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            **({"tools": template_tools(tools) or None} if tools is not None else {}))
+    except Exception as e:  # jinja2's TemplateError and the template's own raise_exception
+        if not any(d["role"] == "tool" or "tool_calls" in d for d in dicts):
+            raise
+        raise DataError(
+            f"the chat template cannot render this conversation with tool turns: {e}",
+            hint="set `data.chat_template` to one that renders a 'tool' role (chatml does), "
+                 "or `data.tool_format: fallback`") from e
+
+
+def prepare_chat(messages: Sequence[Message | dict], tools: Sequence[dict], tool_format: str,
+                 ) -> tuple[list[Message | dict], list[dict] | None]:
+    """The turns to render and the ``tools`` argument for one conversation.
+
+    Without tools, calls or results the turns are rendered as they are (``None``: no
+    ``tools`` argument). With them, the ``template`` format passes them to the
+    template, and the ``fallback`` format rewrites the turns (``tools.fallback_messages``).
+    """
+    msgs = _as_messages(messages) if any(isinstance(m, dict) for m in messages) else list(messages)
+    if not uses_tools(msgs, tools):  # type: ignore[arg-type]
+        return list(messages), None
+    if tool_format == TEMPLATE:
+        return list(msgs), list(tools)
+    return list(fallback_messages(msgs, tools)), None  # type: ignore[arg-type]
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -114,16 +168,68 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 
 def render_prompt_ids(tokenizer: Any, messages: Sequence[Message | dict],
-                      template: str | None = None) -> list[int]:
+                      template: str | None = None, tools: Sequence[dict] = (),
+                      tool_format: str | None = None) -> list[int]:
     """Token ids of a prompt ready for generation (the generation prompt appended).
 
     Args:
         tokenizer: a Hugging Face tokenizer.
-        messages: the conversation so far (system/user/assistant turns).
+        messages: the conversation so far (system/user/assistant/tool turns).
         template: as for ``resolve_chat_template``.
+        tools: the functions the model may call (``Example.tools``).
+        tool_format: ``template`` or ``fallback`` (a run's stored choice); None: as
+            ``resolve_tool_format`` picks for this template.
     """
     tmpl = resolve_chat_template(tokenizer, template)
-    return _encode(tokenizer, render_text(tokenizer, messages, tmpl, add_generation_prompt=True))
+    fmt = resolve_tool_format(tokenizer, tmpl, tool_format)
+    msgs, tools_arg = prepare_chat(messages, tools, fmt)
+    return _encode(tokenizer, render_text(tokenizer, msgs, tmpl, add_generation_prompt=True,
+                                          tools=tools_arg))
+
+
+# A declaration and a call whose name and argument value a template that renders tools
+# shows; one that ignores ``tools`` and ``tool_calls`` (SmolLM2's, Gemma 3's) does not.
+_PROBE_TOOLS = ({"name": "probe_lookup_7", "description": "Look a code up.",
+                 "parameters": {"type": "object", "properties": {"code": {"type": "string"}},
+                                "required": ["code"]}},)
+_PROBE_CALL = (Message("user", "Look up Q7."),
+               Message("assistant", "", tool_calls=(ToolCall("probe_lookup_7", {"code": "zq81x"}, "c0"),)))
+_tool_formats: dict[tuple[str, str], str] = {}
+
+
+def template_renders_tools(tokenizer: Any, template: str) -> bool:
+    """Whether a chat template renders declarations and calls itself (transformers'
+    ``tools=``): the probe's function name and argument value appear in its text."""
+    key = (template, type(tokenizer).__name__)
+    if key not in _tool_formats:
+        try:
+            text = tokenizer.apply_chat_template(
+                template_dicts(_PROBE_CALL), chat_template=template, tokenize=False,
+                tools=template_tools(_PROBE_TOOLS))
+            ok = "probe_lookup_7" in text and "zq81x" in text and "Look a code up." in text
+        except Exception:  # a template that fails on tools does not render them
+            ok = False
+        _tool_formats[key] = TEMPLATE if ok else FALLBACK
+    return _tool_formats[key] == TEMPLATE
+
+
+def resolve_tool_format(tokenizer: Any, template: str, wanted: str | None) -> str:
+    """How this template renders tools: ``wanted`` when given (``auto`` and None probe).
+
+    Raises:
+        DataError: ``template`` is wanted and the template does not render tools.
+    """
+    if wanted in (None, "auto"):
+        return TEMPLATE if template_renders_tools(tokenizer, template) else FALLBACK
+    if wanted not in TOOL_FORMATS:
+        raise DataError(f"tool format {wanted!r} is not one of auto, {', '.join(TOOL_FORMATS)}",
+                        hint="set `data.tool_format` to auto, template or fallback")
+    if wanted == TEMPLATE and not template_renders_tools(tokenizer, template):
+        raise DataError("the chat template does not render tools (it ignores `tools` and "
+                        "`tool_calls`), so `data.tool_format: template` cannot be used",
+                        hint="set `data.tool_format: auto` (the fallback layout) or use a "
+                             "template that renders tools")
+    return wanted
 
 
 _PROBE_CHAT = (
@@ -166,13 +272,18 @@ def _is_trained(m: Message) -> bool:
     return m.role == "assistant" and m.weight != 0
 
 
-def tokenize_example(tokenizer: Any, example: Example, template: str | None = None) -> TokenizedExample:
+def tokenize_example(tokenizer: Any, example: Example, template: str | None = None,
+                     tool_format: str | None = None) -> TokenizedExample:
     """Tokenize one example with labels only on trained assistant tokens.
 
     Plain-text examples are trained on every token, with EOS appended. In chats, an
     assistant turn is trained unless its ``weight`` is 0; its end-of-turn token is
     always trained (also when pad == eos, since labels come from the segments, not
-    from padding).
+    from padding). An assistant turn's tool calls are trained like its text; tool
+    results are prompt, never trained.
+
+    Args:
+        tool_format: as for ``render_prompt_ids``.
 
     Raises:
         DataError: the template does not render prefixes consistently.
@@ -185,7 +296,9 @@ def tokenize_example(tokenizer: Any, example: Example, template: str | None = No
         return TokenizedExample(ids, list(ids), example.source, example.line)
 
     tmpl = resolve_chat_template(tokenizer, template)
-    msgs = example.messages
+    fmt = resolve_tool_format(tokenizer, tmpl, tool_format) if uses_tools(
+        example.messages, example.tools) else FALLBACK
+    msgs, tools = prepare_chat(example.messages, example.tools, fmt)
     input_ids: list[int] = []
     labels: list[int] = []
     done = ""  # text already emitted
@@ -197,10 +310,11 @@ def tokenize_example(tokenizer: Any, example: Example, template: str | None = No
         return ids
 
     for i, m in enumerate(msgs):
+        assert isinstance(m, Message)  # prepare_chat keeps an example's messages
         if m.role != "assistant":
             continue
-        prompt = render_text(tokenizer, msgs[:i], tmpl, add_generation_prompt=True)
-        full = render_text(tokenizer, msgs[: i + 1], tmpl, add_generation_prompt=False)
+        prompt = render_text(tokenizer, msgs[:i], tmpl, add_generation_prompt=True, tools=tools)
+        full = render_text(tokenizer, msgs[: i + 1], tmpl, add_generation_prompt=False, tools=tools)
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise DataError(
                 f"{example.source}:{example.line}: the chat template does not render message "
@@ -221,7 +335,7 @@ def tokenize_example(tokenizer: Any, example: Example, template: str | None = No
             emit(core, trained=False)
         emit(trailing, trained=False)
         done = full
-    rest = render_text(tokenizer, msgs, tmpl, add_generation_prompt=False)
+    rest = render_text(tokenizer, msgs, tmpl, add_generation_prompt=False, tools=tools)
     if rest.startswith(done) and len(rest) > len(done):
         emit(rest[len(done):], trained=False)
     return TokenizedExample(input_ids, labels, example.source, example.line)

@@ -146,7 +146,7 @@ def _with_answer(chat: Sequence[Message], answer: str) -> Example:
 
 def build_callables(model: Any, tokenizer: Any, chat_template: str | None, name: str,
                     max_new_tokens: int, batch_size: int,
-                    reporter: Reporter = SILENT) -> ModelCallables:
+                    reporter: Reporter = SILENT, tool_format: str | None = None) -> ModelCallables:
     """Wrap a loaded model and tokenizer as ``ModelCallables``.
 
     Args:
@@ -155,13 +155,14 @@ def build_callables(model: Any, tokenizer: Any, chat_template: str | None, name:
         name: the model's name in reports.
         max_new_tokens, batch_size: generation settings.
         reporter: shows a progress bar while generating.
+        tool_format: the run's stored tool rendering; None: probed from the template.
     """
-    engine = GenerationEngine(model, tokenizer, chat_template)
+    engine = GenerationEngine(model, tokenizer, chat_template, tool_format)
     pad_id = engine.pad_token_id
 
-    def predict(chats: list[list[Message]]) -> list[str]:
+    def predict(chats: list[list[Message]], tools: list[tuple[dict, ...]] | None = None) -> list[str]:
         return engine.generate(chats, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               progress=reporter.bar)
+                               progress=reporter.bar, tools=tools)
 
     def nll(rows: list[TokenizedExample]) -> list[tuple[float, int]]:
         return token_nll(model, rows, pad_id, batch_size)
@@ -191,4 +192,4 @@ def load_callables(ref: str, runs_dir: str, max_new_tokens: int, batch_size: int
     """
     loaded = load_for_inference(ref, runs_dir, reporter=reporter)
     return build_callables(loaded.model, loaded.tokenizer, loaded.chat_template, loaded.label,
-                           max_new_tokens, batch_size, reporter)
+                           max_new_tokens, batch_size, reporter, loaded.tool_format)

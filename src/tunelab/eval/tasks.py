@@ -42,7 +42,7 @@ class ModelCallables:
     """
 
     name: str
-    predict: Callable[[Chats], list[str]]
+    predict: Callable[..., list[str]]  # predict(chats, tools=None): tools per chat, or none
     score_choices: Callable[[Chats, list[list[str]]], list[list[float]]] | None = None
     nll: Callable[[list[Any]], list[tuple[float, int]]] | None = None
     tokenizer: Any = None

@@ -31,6 +31,7 @@ class Loaded:
     chat_template: str | None
     label: str
     task: TaskSettings | None = None  # the task a run was trained for (None: none declared)
+    tool_format: str | None = None  # how the run rendered tools (None: probe the template)
 
 
 def run_base_path(run_dir: Path, reporter: Reporter = SILENT) -> Path:
@@ -112,7 +113,7 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
     tok = load_tokenizer(run_dir / "tokenizer", trust_remote_code=trust)
     if (run_dir / "model").is_dir():
         return Loaded(load_causal_lm(run_dir / "model", trust, dtype), tok, template, run_dir.name,
-                      task)
+                      task, run_tool_format(run_dir))
     if not (run_dir / "adapter").is_dir():
         raise StoreError(f"run {run_dir} has neither adapter/ nor model/", hint="train it again")
     from peft import PeftModel
@@ -122,7 +123,16 @@ def load_for_inference(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, dtype: str = 
         base.resize_token_embeddings(len(tok), mean_resizing=False)
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
     model.eval()
-    return Loaded(model, tok, template, run_dir.name, task)
+    return Loaded(model, tok, template, run_dir.name, task, run_tool_format(run_dir))
+
+
+def run_tool_format(run_dir: Path) -> str | None:
+    """How a run rendered tools (``template`` or ``fallback``), as its ``inputs.json``
+    records it; None for runs from before tools (the template is probed then)."""
+    inputs = run_dir / "inputs.json"
+    if not inputs.is_file():
+        return None
+    return json.loads(inputs.read_text(encoding="utf-8")).get("tool_format")
 
 
 def export_merged(ref: str, out: Path, runs_dir: str = DEFAULT_RUNS_DIR, overwrite: bool = False,

@@ -20,7 +20,12 @@ from typing import Any
 import torch
 
 from tunelab.data.example import Message
-from tunelab.data.template import end_of_turn_ids, render_prompt_ids, resolve_chat_template
+from tunelab.data.template import (
+    end_of_turn_ids,
+    render_prompt_ids,
+    resolve_chat_template,
+    resolve_tool_format,
+)
 from tunelab.errors import UsageError
 from tunelab.serve.batching import BatchScheduler, EngineSettings, SamplingParams
 from tunelab.serve.batching import Sequence as Request
@@ -83,15 +88,19 @@ class GenerationEngine:
         tokenizer: its tokenizer.
         chat_template: as for ``tunelab.data.template.resolve_chat_template``; None uses
             the tokenizer's own.
+        tool_format: how tools are rendered (a run's stored ``template`` or ``fallback``);
+            None: as ``resolve_tool_format`` picks for the template.
 
     Raises:
         DataError: no template is given and the tokenizer has none.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, chat_template: str | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, chat_template: str | None = None,
+                 tool_format: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.chat_template = resolve_chat_template(tokenizer, chat_template)
+        self.tool_format = resolve_tool_format(tokenizer, self.chat_template, tool_format)
         self.stop_ids = self._setup_stop_ids()
         self.pad_token_id = self._setup_pad_id()
 
@@ -113,21 +122,28 @@ class GenerationEngine:
             return int(self.tokenizer.eos_token_id)
         return min(self.stop_ids) if self.stop_ids else 0
 
-    def render(self, conversation: Sequence[Message | dict]) -> list[int]:
-        """Prompt ids of one chat, with the assistant generation prompt appended."""
-        return render_prompt_ids(self.tokenizer, conversation, self.chat_template)
+    def render(self, conversation: Sequence[Message | dict], tools: Sequence[dict] = ()) -> list[int]:
+        """Prompt ids of one chat, with the assistant generation prompt appended.
+
+        Args:
+            tools: the functions the model may call (``Example.tools``).
+        """
+        return render_prompt_ids(self.tokenizer, conversation, self.chat_template, tools,
+                                 self.tool_format)
 
     def generate(
         self,
         conversations: Sequence[Sequence[Message | dict]],
         settings: GenerationSettings | None = None,
         progress: Callable[..., Progress] | None = None,
+        tools: Sequence[Sequence[dict]] | None = None,
         **overrides: Any,
     ) -> list[str]:
         """Answer each chat; one string per chat, in the order given.
 
         Args:
             conversations: chats whose last turn is the one to answer (usually a user turn).
+            tools: per chat, the functions it may call; None: none for any.
             settings: how to generate; ``GenerationSettings()`` when omitted.
             progress: makes a progress bar over prompts (``Reporter.bar``); None: none.
             **overrides: any ``GenerationSettings`` field by name (``max_new_tokens=64``),
@@ -141,7 +157,8 @@ class GenerationEngine:
             TypeError: an override names no setting.
         """
         settings = _settings(settings, overrides)
-        prompts = [self.render(c) for c in conversations]
+        per_chat = tools if tools is not None else [()] * len(conversations)
+        prompts = [self.render(c, t) for c, t in zip(conversations, per_chat, strict=True)]
         outputs = self.complete_ids(prompts, settings, progress)
         texts = []
         for ids in outputs:

@@ -30,6 +30,7 @@ from tunelab.data.pairs import pair_length_policy, tokenize_pair
 from tunelab.data.task import resolve_task, task_loader
 from tunelab.data.template import (
     resolve_chat_template,
+    resolve_tool_format,
     template_fingerprint,
     tokenize_example,
 )
@@ -177,8 +178,9 @@ def _tokenize(run: FinetuneRun, examples: list, bar: Progress) -> tuple[list, Le
             bar.update(1)
         return pair_length_policy(pairs, ds.max_length, ds.overlength)
     rows = []
+    tool_format = _tool_format(run)
     for e in examples:
-        rows.append(tokenize_example(run.tokenizer, e, template))
+        rows.append(tokenize_example(run.tokenizer, e, template, tool_format))
         bar.update(1)
     return apply_length_policy(rows, ds.max_length, ds.overlength)
 
@@ -277,6 +279,8 @@ def _write_inputs(run: FinetuneRun, hashes: list[dict]) -> None:
         # The chat rendering training used: `tunelab serve` refuses a run whose template
         # it would render differently (train/serve template drift).
         "chat_template_fingerprint": _template_fingerprint(run),
+        # How tools were rendered (template or fallback): evaluation and serving read it.
+        "tool_format": _tool_format(run),
         **({"adapter": adapter_input(run.cfg.model.adapter)} if run.cfg.model.adapter else {}),
     })
 
@@ -293,6 +297,15 @@ def _template_fingerprint(run: FinetuneRun) -> str | None:
         return template_fingerprint(run.tokenizer, run.cfg.data.chat_template)
     except DataError:
         return None  # no chat template: the run trains on plain text
+
+
+def _tool_format(run: FinetuneRun) -> str | None:
+    """The run's tool rendering, ``data.tool_format`` resolved for its template."""
+    try:
+        template = resolve_chat_template(run.tokenizer, run.cfg.data.chat_template)
+    except DataError:
+        return None  # no chat template: the run trains on plain text
+    return resolve_tool_format(run.tokenizer, template, run.cfg.data.tool_format)
 
 
 def _setup_optimizer(run: FinetuneRun, steps: int) -> tuple[Any, Any]:

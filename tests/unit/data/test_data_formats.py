@@ -68,7 +68,7 @@ def test_unknown_role_message_is_actionable():
     assert example is None
     assert [str(f) for f in findings] == [
         "d.jsonl:7 messages[2].role: [unknown_role] role 'bot' is not one of system, user, "
-        "assistant; rename it"]
+        "assistant, tool; rename it"]
 
 
 def test_every_defect_of_one_row_is_reported():

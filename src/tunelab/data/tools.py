@@ -1,0 +1,547 @@
+"""Tool use in training data: declarations, calls, results, content parts, and their checks.
+
+What is read (``tunelab.data.formats`` calls these while it reads a row):
+
+* declarations: OpenAI's ``tools`` (``[{"type": "function", "function": {"name",
+  "description", "parameters"}}]``), the older ``functions`` (the bare function objects),
+  and ShareGPT's ``tools`` (JSON text or a list, bare or wrapped);
+* calls: an assistant message's ``tool_calls`` (``id``, ``function.name``,
+  ``function.arguments`` as JSON text), the older ``function_call``, and ShareGPT's
+  ``function_call`` turn (JSON text ``{"name", "arguments"}`` with the arguments as an
+  object, or a list of such calls);
+* results: ``tool`` messages (``tool_call_id``), the older ``function`` messages
+  (``name``), ShareGPT's ``observation`` turns (matched to calls in order);
+* content parts: a list of ``{"type": "text", "text"}`` (or ``"value"``) joined in order
+  with newlines; any other part type is an error naming it.
+
+What is checked (``check_conversation``): arguments must be JSON and match the declared
+function's ``parameters`` schema (``jsonschema``); a call to an undeclared function, a
+result that answers no earlier call, and a call left unanswered when the next user turn
+(or the assistant's next answer) comes are each a finding with the field they are in.
+
+How tools are rendered (``FALLBACK``): when a chat template renders tools itself
+(transformers' ``tools=`` argument; ``template_renders_tools`` probes it), it is used;
+otherwise every model gets the same fallback: the declarations as JSON lines at the end
+of the system turn, each call as one JSON line ``{"name": ..., "arguments": {...}}`` in
+the assistant turn, each result as a ``tool`` turn. ``parse_calls`` reads calls back out
+of generated text, in either style. This module knows nothing of files or models.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jsonschema
+
+from tunelab.data.example import Message, ToolCall
+from tunelab.data.findings import show_value, type_name
+
+# How tools are rendered: by the chat template itself, or by the one fallback below.
+TOOL_FORMATS = ("template", "fallback")
+FALLBACK = "fallback"
+TEMPLATE = "template"
+
+# The text the fallback appends to the system turn, before one JSON line per function.
+FALLBACK_TOOLS_HEADER = (
+    "You can call these functions. To call one, answer with only a JSON object per call, "
+    'one per line: {"name": <function name>, "arguments": <arguments object>}.\n'
+    "Functions:")
+
+# The part types of a content list that hold text, and the key each keeps it under.
+_TEXT_PART_KEYS = ("text", "value")
+# Schema errors named per call before "and N more".
+_SCHEMA_ERRORS_SHOWN = 3
+
+
+class Reporter(Protocol):
+    """What collects a row's findings (``formats._Row``)."""
+
+    def error(self, field: str | None, code: str, message: str) -> None: ...
+
+    def warning(self, field: str | None, code: str, message: str) -> None: ...
+
+
+# -- content parts ---------------------------------------------------------------------
+
+
+def join_parts(value: list, field: str, row: Reporter) -> str | None:
+    """The text of a content given as a list of parts, joined in order with newlines.
+
+    Returns:
+        The text, or None (with an error per bad part) when a part is not a text part.
+    """
+    texts: list[str] = []
+    ok = True
+    for i, part in enumerate(value):
+        where = f"{field}[{i}]"
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        if not isinstance(part, dict):
+            row.error(where, "bad_content_part",
+                      f"a content part must be an object like {{'type': 'text', 'text': ...}}, "
+                      f"got {type_name(part)} {show_value(part)}")
+            ok = False
+            continue
+        kind = part.get("type", "text")
+        if kind != "text":
+            row.error(f"{where}.type", "non_text_part",
+                      f"content part type {show_value(kind)} is not text; tunelab trains text "
+                      "models only: remove the part, or describe it in a text part")
+            ok = False
+            continue
+        key = next((k for k in _TEXT_PART_KEYS if k in part), None)
+        text = part.get(key) if key else None
+        if not isinstance(text, str):
+            row.error(where, "bad_content_part",
+                      f"a text part needs 'text' (or 'value') holding a string, got "
+                      f"{show_value(part)}; write it as {{'type': 'text', 'text': '...'}}")
+            ok = False
+            continue
+        texts.append(text)
+    return "\n".join(texts) if ok else None
+
+
+# -- declarations ----------------------------------------------------------------------
+
+
+def read_tools(value: object, field: str, row: Reporter) -> tuple[dict, ...] | None:
+    """Function declarations, each as ``{"name", "description"?, "parameters"?}``.
+
+    Args:
+        value: a ``tools`` or ``functions`` field: a list (or JSON text of one) of
+            ``{"type": "function", "function": {...}}`` or bare function objects.
+        field: its name, for findings.
+        row: collects findings.
+
+    Returns:
+        The declarations in order, or None when any is malformed (each reported).
+    """
+    if isinstance(value, str):
+        if not value.strip():
+            return ()
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            row.error(field, "bad_tools",
+                      f"{field} is text that is not JSON ({e.msg} at character {e.pos}); write "
+                      "the list of functions as JSON")
+            return None
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        row.error(field, "bad_tools",
+                  f"{field} must be a list of functions, got {type_name(value)} {show_value(value)}")
+        return None
+    out: list[dict] = []
+    ok = True
+    for i, item in enumerate(value):
+        spec = _function_spec(item, f"{field}[{i}]", row)
+        if spec is None:
+            ok = False
+            continue
+        if any(s["name"] == spec["name"] for s in out):
+            row.error(f"{field}[{i}].name", "duplicate_tool",
+                      f"function {spec['name']!r} is declared twice; keep one declaration")
+            ok = False
+            continue
+        out.append(spec)
+    return tuple(out) if ok else None
+
+
+def _function_spec(item: object, where: str, row: Reporter) -> dict | None:
+    if isinstance(item, dict) and isinstance(item.get("function"), dict):
+        kind = item.get("type", "function")
+        if kind != "function":
+            row.error(f"{where}.type", "bad_tools",
+                      f"tool type {show_value(kind)} is not 'function'; only functions can be called")
+            return None
+        where, item = f"{where}.function", item["function"]
+    if not isinstance(item, dict):
+        row.error(where, "bad_tools",
+                  f"a tool must be an object like {{'type': 'function', 'function': {{'name': ..., "
+                  f"'parameters': ...}}}}, got {type_name(item)} {show_value(item)}")
+        return None
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        row.error(f"{where}.name", "bad_tools",
+                  f"a function needs a non-empty 'name', got {show_value(name)}; name it")
+        return None
+    spec: dict = {"name": name}
+    if item.get("description") is not None:
+        spec["description"] = item["description"]
+    params = item.get("parameters")
+    if params is not None:
+        problem = _schema_problem(params)
+        if problem is not None:
+            row.error(f"{where}.parameters", "bad_tool_schema",
+                      f"the parameters of {name!r} are not a valid JSON Schema ({problem}); fix "
+                      "the schema")
+            return None
+        spec["parameters"] = params
+    return spec
+
+
+def _schema_problem(schema: object) -> str | None:
+    if not isinstance(schema, dict):
+        return f"got {type_name(schema)}, not an object"
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        return e.message
+    return None
+
+
+# -- calls -----------------------------------------------------------------------------
+
+
+def read_openai_calls(value: object, field: str, row: Reporter) -> tuple[ToolCall, ...] | None:
+    """An assistant message's ``tool_calls``: ``[{"id", "type", "function": {"name",
+    "arguments"}}]``, the arguments as JSON text (an object is accepted too)."""
+    if not isinstance(value, list):
+        row.error(field, "bad_tool_call",
+                  f"tool_calls must be a list of calls, got {type_name(value)} {show_value(value)}")
+        return None
+    out, ok = [], True
+    for i, item in enumerate(value):
+        where = f"{field}[{i}]"
+        fn = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(fn, dict):
+            row.error(where, "bad_tool_call",
+                      "a tool call must be an object like {'id': ..., 'type': 'function', "
+                      f"'function': {{'name': ..., 'arguments': '{{...}}'}}}}, got {show_value(item)}")
+            ok = False
+            continue
+        ident = item.get("id")
+        if ident is not None and not isinstance(ident, str):
+            row.error(f"{where}.id", "bad_tool_call", f"a call's id must be a string, got {show_value(ident)}")
+            ok = False
+            continue
+        call = _call(fn, f"{where}.function", row, ident)
+        ok = ok and call is not None
+        if call is not None:
+            out.append(call)
+    return tuple(out) if ok else None
+
+
+def read_legacy_call(value: object, field: str, row: Reporter) -> tuple[ToolCall, ...] | None:
+    """OpenAI's older ``function_call``: one ``{"name", "arguments"}``."""
+    if not isinstance(value, dict):
+        row.error(field, "bad_tool_call",
+                  f"function_call must be an object {{'name': ..., 'arguments': '{{...}}'}}, got "
+                  f"{type_name(value)} {show_value(value)}")
+        return None
+    call = _call(value, field, row, None)
+    return None if call is None else (call,)
+
+
+def read_sharegpt_calls(value: object, field: str, row: Reporter) -> tuple[ToolCall, ...] | None:
+    """A ShareGPT ``function_call`` turn's value: JSON text of one call ``{"name",
+    "arguments"}`` or a list of them (LLaMA-Factory writes the arguments as an object)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            row.error(field, "bad_tool_call",
+                      f"a function_call turn must hold JSON {{'name': ..., 'arguments': {{...}}}}, "
+                      f"got text that is not JSON ({e.msg} at character {e.pos}): {show_value(value)}")
+            return None
+    items = value if isinstance(value, list) else [value]
+    out, ok = [], True
+    for i, item in enumerate(items):
+        where = f"{field}[{i}]" if isinstance(value, list) else field
+        if not isinstance(item, dict):
+            row.error(where, "bad_tool_call",
+                      f"a call must be an object {{'name': ..., 'arguments': {{...}}}}, got "
+                      f"{type_name(item)} {show_value(item)}")
+            ok = False
+            continue
+        call = _call(item, where, row, None)
+        ok = ok and call is not None
+        if call is not None:
+            out.append(call)
+    return tuple(out) if ok else None
+
+
+def _call(fn: dict, where: str, row: Reporter, ident: str | None) -> ToolCall | None:
+    name = fn.get("name")
+    if not isinstance(name, str) or not name.strip():
+        row.error(f"{where}.name", "bad_tool_call",
+                  f"a call needs the function's 'name', got {show_value(name)}; name the function")
+        return None
+    raw = fn.get("arguments", fn.get("parameters", {}))
+    if isinstance(raw, str):
+        try:
+            args = json.loads(raw) if raw.strip() else {}
+        except ValueError as e:
+            row.error(f"{where}.arguments", "bad_arguments_json",
+                      f"the arguments of the call to {name!r} are not valid JSON ({e.msg} at "
+                      f"character {e.pos}): {show_value(raw)}; write them as a JSON object")
+            return None
+    else:
+        args = raw
+    if not isinstance(args, dict):
+        row.error(f"{where}.arguments", "bad_arguments_json",
+                  f"the arguments of the call to {name!r} must be a JSON object, got "
+                  f"{type_name(args)} {show_value(args)}")
+        return None
+    return ToolCall(name, args, ident)
+
+
+# -- the conversation as a whole -------------------------------------------------------
+
+
+def check_conversation(tools: Sequence[dict], messages: Sequence[Message], wheres: Sequence[str],
+                       row: Reporter, tools_field: str = "tools") -> None:
+    """Report calls that do not fit the declarations, results that answer no call, and
+    calls left unanswered.
+
+    Args:
+        tools: the row's declarations (``read_tools``).
+        messages: the row's turns, in order.
+        wheres: each turn's field (``messages[3]``), for findings.
+        row: collects findings.
+        tools_field: the row's declarations field, for findings.
+    """
+    declared = {t["name"]: t for t in tools}
+    pending: list[tuple[ToolCall, str]] = []  # calls waiting for their result, with their field
+    for m, where in zip(messages, wheres, strict=True):
+        if m.role == "assistant" and m.tool_calls:
+            _unanswered(pending, "the assistant calls again", row)
+            pending = []
+            for j, call in enumerate(m.tool_calls):
+                at = f"{where}.tool_calls[{j}]" if call.id is not None or len(m.tool_calls) > 1 \
+                    else where
+                _check_call(call, declared, at, row, tools_field)
+                pending.append((call, at))
+        elif m.role == "tool":
+            _answer(m, pending, where, row)
+        elif m.role == "user":
+            _unanswered(pending, "the next user turn", row)
+            pending = []
+        elif m.role == "assistant":
+            _unanswered(pending, "the assistant answers", row)
+            pending = []
+
+
+def _check_call(call: ToolCall, declared: dict[str, dict], where: str, row: Reporter,
+                tools_field: str) -> None:
+    spec = declared.get(call.name)
+    if spec is None:
+        names = ", ".join(map(repr, declared)) or "none"
+        row.error(f"{where}.name", "undeclared_tool",
+                  f"the call is to {call.name!r}, which the row does not declare in "
+                  f"{tools_field!r} (declared: {names}); declare the function or fix the name")
+        return
+    schema = spec.get("parameters")
+    if schema is None:
+        return
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(call.arguments), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    shown = "; ".join(_schema_error(e) for e in errors[:_SCHEMA_ERRORS_SHOWN])
+    more = len(errors) - _SCHEMA_ERRORS_SHOWN
+    row.error(f"{where}.arguments", "arguments_mismatch",
+              f"the arguments of the call to {call.name!r} do not match its parameters: {shown}"
+              f"{f' and {more} more' if more > 0 else ''}; fix the arguments or the declaration")
+
+
+def _schema_error(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return f"{path}: {error.message}" if path else error.message
+
+
+def _answer(m: Message, pending: list[tuple[ToolCall, str]], where: str, row: Reporter) -> None:
+    if m.tool_call_id is not None:
+        hit = next((i for i, (c, _) in enumerate(pending) if c.id == m.tool_call_id), None)
+        if hit is None:
+            row.error(f"{where}.tool_call_id", "unmatched_tool_result",
+                      f"tool_call_id {m.tool_call_id!r} matches no earlier call waiting for its "
+                      "result; use the id of the assistant's tool call it answers")
+            return
+    elif m.name is not None:
+        hit = next((i for i, (c, _) in enumerate(pending) if c.name == m.name), None)
+        if hit is None:
+            row.error(f"{where}.name", "unmatched_tool_result",
+                      f"the result of {m.name!r} answers no earlier call of it; remove the turn "
+                      "or add the call")
+            return
+    elif pending:
+        hit = 0  # ShareGPT observations answer the calls in order
+    else:
+        row.error(where, "unmatched_tool_result",
+                  "this tool result answers no earlier call (no call is waiting for a result); "
+                  "remove the turn or add the assistant's call before it")
+        return
+    pending.pop(hit)
+
+
+def _unanswered(pending: list[tuple[ToolCall, str]], before: str, row: Reporter) -> None:
+    for call, at in pending:
+        row.error(at, "unanswered_call",
+                  f"the call to {call.name!r} gets no result before {before}; add the tool "
+                  "turn with its result, or remove the call")
+
+
+def open_calls(messages: Sequence[Message]) -> int:
+    """Calls at the end of a conversation that no result follows (the row ends on them)."""
+    last_call = max((i for i, m in enumerate(messages) if m.tool_calls), default=None)
+    if last_call is None:
+        return 0
+    answered = sum(1 for m in messages[last_call + 1:] if m.role == "tool")
+    return max(len(messages[last_call].tool_calls) - answered, 0)
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def call_json(call: ToolCall) -> str:
+    """One call as the fallback writes it: ``{"name": ..., "arguments": {...}}``."""
+    return json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+
+
+def turn_text(m: Message) -> str:
+    """A turn's text with its calls as JSON lines: what dedup and leakage compare."""
+    calls = "\n".join(call_json(c) for c in m.tool_calls)
+    if not calls:
+        return m.content
+    return f"{m.content}\n{calls}" if m.content.strip() else calls
+
+
+def fallback_messages(messages: Sequence[Message], tools: Sequence[dict]) -> list[Message]:
+    """The conversation in the fallback layout: plain turns any chat template renders.
+
+    The declarations go at the end of the system turn (one is added first when there is
+    none), each call becomes a JSON line of its assistant turn, results stay ``tool``
+    turns. Turn ``i`` of the input is turn ``i`` (``i + 1`` when a system turn was added)
+    of the output, with its weight.
+    """
+    out = [Message(m.role, turn_text(m), m.weight) if m.tool_calls else
+           Message(m.role, m.content, m.weight) if m.role == "tool" else m for m in messages]
+    if tools:
+        block = FALLBACK_TOOLS_HEADER + "".join(
+            "\n" + json.dumps(t, ensure_ascii=False) for t in tools)
+        if out and out[0].role == "system":
+            first = out[0]
+            text = f"{first.content}\n\n{block}" if first.content.strip() else block
+            out[0] = Message("system", text, first.weight)
+        else:
+            out.insert(0, Message("system", block))
+    return out
+
+
+def template_dicts(messages: Sequence[Message]) -> list[dict]:
+    """The turns as transformers' chat templates take them with ``tools=``."""
+    out = []
+    for m in messages:
+        d: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            d["tool_calls"] = [{"type": "function", **({"id": c.id} if c.id else {}),
+                                "function": {"name": c.name, "arguments": c.arguments}}
+                               for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        if m.role == "tool" and m.name is not None:
+            d["name"] = m.name
+        out.append(d)
+    return out
+
+
+def template_tools(tools: Sequence[dict]) -> list[dict]:
+    """Declarations in the shape templates take (``{"type": "function", "function"}``)."""
+    return [{"type": "function", "function": dict(t)} for t in tools]
+
+
+def uses_tools(messages: Sequence[Message], tools: Sequence[dict]) -> bool:
+    """Whether a conversation needs tool rendering at all (else it renders as before)."""
+    return bool(tools) or any(m.tool_calls or m.role == "tool" for m in messages)
+
+
+# -- reading calls back out of generated text ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedCall:
+    """A call found in generated text.
+
+    Args:
+        name: the function named.
+        arguments: the arguments object; None when they are not valid JSON.
+        text: the call's text as generated.
+    """
+
+    name: str
+    arguments: dict | None
+    text: str
+
+
+_NAME = re.compile(r'"name"\s*:\s*"([^"\\]+)"')
+_WRAPPERS = re.compile(r"</?tool_call>|<\|python_tag\|>|```(?:json)?")
+
+
+def parse_calls(text: str) -> tuple[str, list[ParsedCall]]:
+    """The calls in an answer, and the text left around them.
+
+    A call is a JSON object with a string ``name`` and an ``arguments`` (or ``parameters``)
+    object, as the fallback writes it and as most tool templates do (inside
+    ``<tool_call>`` tags or not). An object that names a function but does not parse (cut
+    off, broken quoting) is a call with ``arguments=None``.
+
+    Returns:
+        ``(content, calls)``: the text outside the calls, stripped, and the calls in order.
+    """
+    decoder = json.JSONDecoder()
+    calls: list[ParsedCall] = []
+    kept: list[str] = []
+    pos = 0
+    while True:
+        start = text.find("{", pos)
+        if start < 0:
+            kept.append(text[pos:])
+            break
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except ValueError:
+            obj, end = None, start + 1
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            args = obj.get("arguments", obj.get("parameters", {}))
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    args = None
+            kept.append(text[pos:start])
+            calls.append(ParsedCall(obj["name"], args if isinstance(args, dict) else None,
+                                    text[start:end]))
+            pos = end
+            continue
+        if obj is None:
+            broken = _NAME.match(text, start + 1 + _spaces(text, start + 1))
+            if broken is not None:  # a call that does not parse: runs to the line's end
+                stop = text.find("\n", start)
+                stop = len(text) if stop < 0 else stop
+                kept.append(text[pos:start])
+                calls.append(ParsedCall(broken.group(1), None, text[start:stop]))
+                pos = stop
+                continue
+        kept.append(text[pos:end])
+        pos = end
+    content = _WRAPPERS.sub("", "".join(kept)).strip() if calls else text.strip()
+    return content, calls
+
+
+def _spaces(text: str, pos: int) -> int:
+    n = 0
+    while pos + n < len(text) and text[pos + n].isspace():
+        n += 1
+    return n
+
+
+def normalized(value: Any) -> str:
+    """A JSON value as canonical text (sorted keys): equal arguments compare equal."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
