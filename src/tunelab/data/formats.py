@@ -472,9 +472,12 @@ def _chat(obj: dict, row: _Row) -> Built:
         return used, [], None
     tools = _declared(obj, ("tools", "functions"), row)
     turns = _list_field(obj["messages"], "messages", "messages_not_list", row)
-    messages, wheres = _turns(turns, "messages", ("role", "content"), chat_role, row)
-    if tools is not None and len(wheres) == len(messages):
-        check_conversation(tools, messages, wheres, row, _tools_field(obj, ("tools", "functions")))
+    messages, wheres, calls = _turns(turns, "messages", ("role", "content"), chat_role, row)
+    if tools is not None and turns is not None and len(messages) == len(turns):
+        # Only when every turn was read: a turn left out (its call malformed, say) would
+        # make the turns after it look unanswered or answering nothing.
+        check_conversation(tools, messages, wheres, row, _tools_field(obj, ("tools", "functions")),
+                           calls)
     return used, messages, None
 
 
@@ -486,9 +489,9 @@ def _sharegpt(obj: dict, row: _Row) -> Built:
     system = _string(obj, "system", row, optional=True)
     tools = _declared(obj, ("tools",), row)
     turns = _list_field(obj["conversations"], "conversations", "conversations_not_list", row)
-    messages, wheres = _turns(turns, "conversations", ("from", "value"), sharegpt_role, row)
-    if tools is not None and len(wheres) == len(messages):
-        check_conversation(tools, messages, wheres, row, "tools")
+    messages, wheres, calls = _turns(turns, "conversations", ("from", "value"), sharegpt_role, row)
+    if tools is not None and turns is not None and len(messages) == len(turns):
+        check_conversation(tools, messages, wheres, row, "tools", calls)
     if system and system.strip():
         messages.insert(0, Message("system", system))
     return used, messages, None
@@ -593,19 +596,22 @@ def _list_field(value: object, field: str, code: str, row: _Row) -> list | None:
 
 
 def _turns(turns: list | None, field: str, keys: tuple[str, str],
-           role_of: Callable[[object], str | None], row: _Row) -> tuple[list[Message], list[str]]:
+           role_of: Callable[[object], str | None], row: _Row,
+           ) -> tuple[list[Message], list[str], list[list[str]]]:
     """Parse the turns of a conversation; report every bad turn and a missing assistant.
 
     Returns:
-        The turns read and each one's field (``messages[2]``), for the tool checks.
+        The turns read, each one's field (``messages[2]``) and the fields of its calls
+        (``_call_fields``), for the tool checks.
     """
     if turns is None:
-        return [], []
+        return [], [], []
     role_key, content_key = keys
     sharegpt = role_of is sharegpt_role
     allowed = (role_key, content_key, "weight") + (() if sharegpt else _CHAT_TOOL_KEYS)
     messages: list[Message] = []
     wheres: list[str] = []
+    call_fields: list[list[str]] = []
     roles: list[str | None] = []  # of every turn, even one whose content is bad
     roles_ok = True
     for i, turn in enumerate(turns):
@@ -638,8 +644,9 @@ def _turns(turns: list | None, field: str, keys: tuple[str, str],
         if message is not None:
             messages.append(message)
             wheres.append(where)
+            call_fields.append(_call_fields(turn, where, content_key, len(message.tool_calls)))
     if not roles_ok:  # a misspelt role may be the assistant: no guesses about the rest
-        return messages, wheres
+        return messages, wheres, call_fields
     if "assistant" not in roles:
         what = "is empty" if not turns else "has no assistant turn"
         row.error(field, "no_assistant",
@@ -649,7 +656,18 @@ def _turns(turns: list | None, field: str, keys: tuple[str, str],
         row.warning(field, "nothing_trained",
                     "no turn is trained (the assistant turns have weight 0 and no turn has "
                     "weight 1), so the row teaches nothing; set weight 1 on a reply to learn")
-    return messages, wheres
+    return messages, wheres, call_fields
+
+
+def _call_fields(turn: dict, where: str, content_key: str, n: int) -> list[str]:
+    """The field of each of a turn's ``n`` calls, as its reader names them in findings."""
+    if turn.get("tool_calls") is not None:
+        return [f"{where}.tool_calls[{j}].function" for j in range(n)]
+    if turn.get("function_call") is not None:
+        return [f"{where}.function_call"] * n
+    value = turn.get(content_key)  # a ShareGPT function_call turn: JSON text of one or a list
+    listed = isinstance(value, list) or (isinstance(value, str) and value.lstrip().startswith("["))
+    return [f"{where}.{content_key}[{j}]" if listed else f"{where}.{content_key}" for j in range(n)]
 
 
 # Keys an OpenAI chat message may carry beside role, content and weight: calls, a

@@ -145,7 +145,8 @@ def read_tools(value: object, field: str, row: Reporter) -> tuple[dict, ...] | N
             ok = False
             continue
         if any(s["name"] == spec["name"] for s in out):
-            row.error(f"{field}[{i}].name", "duplicate_tool",
+            wrapped = isinstance(item, dict) and isinstance(item.get("function"), dict)
+            row.error(f"{field}[{i}]{'.function' if wrapped else ''}.name", "duplicate_tool",
                       f"function {spec['name']!r} is declared twice; keep one declaration")
             ok = False
             continue
@@ -296,7 +297,8 @@ def _call(fn: dict, where: str, row: Reporter, ident: str | None) -> ToolCall | 
 
 
 def check_conversation(tools: Sequence[dict], messages: Sequence[Message], wheres: Sequence[str],
-                       row: Reporter, tools_field: str = "tools") -> None:
+                       row: Reporter, tools_field: str = "tools",
+                       call_fields: Sequence[Sequence[str]] | None = None) -> None:
     """Report calls that do not fit the declarations, results that answer no call, and
     calls left unanswered.
 
@@ -306,16 +308,18 @@ def check_conversation(tools: Sequence[dict], messages: Sequence[Message], where
         wheres: each turn's field (``messages[3]``), for findings.
         row: collects findings.
         tools_field: the row's declarations field, for findings.
+        call_fields: per turn, the field of each of its calls as the row writes it
+            (``messages[1].tool_calls[0].function``, ``conversations[1].value``), so a
+            finding names the field the reader named; None: ``<turn>.tool_calls[j]``.
     """
     declared = {t["name"]: t for t in tools}
     pending: list[tuple[ToolCall, str]] = []  # calls waiting for their result, with their field
-    for m, where in zip(messages, wheres, strict=True):
+    for i, (m, where) in enumerate(zip(messages, wheres, strict=True)):
         if m.role == "assistant" and m.tool_calls:
             _unanswered(pending, "the assistant calls again", row)
             pending = []
             for j, call in enumerate(m.tool_calls):
-                at = f"{where}.tool_calls[{j}]" if call.id is not None or len(m.tool_calls) > 1 \
-                    else where
+                at = call_fields[i][j] if call_fields is not None else f"{where}.tool_calls[{j}]"
                 _check_call(call, declared, at, row, tools_field)
                 pending.append((call, at))
         elif m.role == "tool":
