@@ -6,6 +6,12 @@ tokens, plus EOS when it does not end in an end-of-turn token, as ``tokenize_exa
 trains them). Training tokenizes segment by segment, so its length can differ by a
 token where a segment boundary splits a merge; for a length check that is immaterial.
 
+Rows with tools (declarations, calls or results) are measured as training renders them:
+``tokenize_example`` with the row's tools, in the tool format the template resolves to
+(``resolve_tool_format``: the template's own ``tools=`` or the fallback), so the tools
+block and the calls count. They take the plain path, one row at a time; tool files are
+small next to the plain chats the shortcuts are for.
+
 Three shortcuts make it fast, and each is checked against the plain path:
 
 * The template is rendered once per sequence of roles, with placeholders for the
@@ -28,7 +34,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tunelab.data.example import Example, Message
-from tunelab.data.template import end_of_turn_ids, render_text, resolve_chat_template
+from tunelab.data.template import (
+    end_of_turn_ids,
+    render_text,
+    resolve_chat_template,
+    tokenize_example,
+)
+from tunelab.data.tools import uses_tools
 
 _BATCH = 4096  # texts per tokenizer call: large enough to amortize, small in memory
 _PROBE = 32  # rows tokenized whole too, to check that cutting at specials is exact
@@ -43,21 +55,26 @@ Split = tuple[int, list[str]]  # (special tokens, the pieces between them)
 
 
 def token_lengths(tokenizer: Any, examples: Sequence[Example],
-                  template: str | None = None) -> list[int]:
+                  template: str | None = None, tool_format: str | None = None) -> list[int]:
     """The token length of each example with the chat template, in order.
 
     Args:
         tokenizer: a Hugging Face tokenizer (a fast one is much quicker).
         examples: conversations or plain texts.
         template: as for ``resolve_chat_template``: ``None`` for the tokenizer's own.
+        tool_format: how rows with tools are rendered, as for ``tokenize_example``
+            (``None``: as ``resolve_tool_format`` picks for the template).
 
     Returns:
         One length per example.
 
     Raises:
-        DataError: a conversation needs a template and there is none.
+        DataError: a conversation needs a template and there is none, or a row with
+            tools cannot be rendered in ``tool_format``.
     """
-    chats = [i for i, e in enumerate(examples) if e.text is None]
+    tooled = {i for i, e in enumerate(examples)
+              if e.text is None and uses_tools(e.messages, e.tools)}
+    chats = [i for i, e in enumerate(examples) if e.text is None and i not in tooled]
     texts = [i for i, e in enumerate(examples) if e.text is not None]
     out = [0] * len(examples)
     if chats:
@@ -76,6 +93,8 @@ def token_lengths(tokenizer: Any, examples: Sequence[Example],
                             add_special_tokens=True)["input_ids"]
             for i, row in zip(chunk, ids, strict=True):
                 out[i] = len(row) + (0 if row and row[-1] in eot else eos)
+    for i in sorted(tooled):  # the tools block and the calls count, as training renders them
+        out[i] = len(tokenize_example(tokenizer, examples[i], template, tool_format).input_ids)
     return out
 
 

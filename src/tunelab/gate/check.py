@@ -42,6 +42,7 @@ from tunelab.data.findings import ERROR, WARNING, Finding
 from tunelab.data.formats import detect_format
 from tunelab.data.load import check_file
 from tunelab.data.readers import FieldLines, read_located
+from tunelab.data.tools import turn_text
 from tunelab.data.token_lengths import token_lengths
 from tunelab.gate.dedup import DEFAULT_THRESHOLD, find_exact_duplicates, find_near_duplicates
 from tunelab.gate.pii import KINDS, find_pii, mask
@@ -256,11 +257,12 @@ def _length_findings(examples: list[Example], lengths: list[int],
 
 
 def _compare_text(example: Example) -> str:
-    """The text rows are compared by: every non-system turn (a shared system prompt would
-    make all rows look alike), or the plain text."""
+    """The text rows are compared by: every non-system turn with its tool calls (a shared
+    system prompt would make all rows look alike; two rows that differ only in a call's
+    arguments are not duplicates), or the plain text."""
     if example.text is not None:
         return example.text
-    return "\n".join(m.content for m in example.messages if m.role != "system")
+    return "\n".join(turn_text(m) for m in example.messages if m.role != "system")
 
 
 def _duplicate_findings(examples: list[Example], fmt: str | None, near: bool,
