@@ -104,6 +104,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         for result in run.results:
             print(summary_line(result))
+            _print_tools(result, sys.stdout)
         print(f"report: {run.report}")
     return exits.OK if run.ok else exits.PROBLEMS
 
@@ -127,3 +128,13 @@ def print_result(result: CheckResult, out: TextIO, show_all: bool = False) -> No
     for note in result.notes:
         print(f"note: {result.source}: {note}", file=out)
     print(summary_line(result), file=out)
+    _print_tools(result, out)
+
+
+def _print_tools(result: CheckResult, out: TextIO) -> None:
+    """A file's tool counts, one line after its summary; nothing for files without tools."""
+    from tunelab.gate.profile import tool_counts, tools_line
+
+    tools = tool_counts(result)
+    if tools is not None:
+        print(f"{result.source}: {tools_line(tools)}", file=out)

@@ -51,6 +51,13 @@ FALLBACK_TOOLS_HEADER = (
     'one per line: {"name": <function name>, "arguments": <arguments object>}.\n'
     "Functions:")
 
+# The codes of the findings this module reports (the profile counts a file's tool findings).
+FINDING_CODES = ("bad_tools", "duplicate_tool", "bad_tool_schema", "bad_tool_call",
+                 "bad_arguments_json", "undeclared_tool", "arguments_mismatch",
+                 "unmatched_tool_result", "unanswered_call", "non_text_part", "bad_content_part")
+# The codes among them that concern tools (content parts are not tool use).
+TOOL_FINDING_CODES = FINDING_CODES[:9]
+
 # The part types of a content list that hold text, and the key each keeps it under.
 _TEXT_PART_KEYS = ("text", "value")
 # Schema errors named per call before "and N more".

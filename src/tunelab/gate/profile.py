@@ -3,7 +3,9 @@
 A profile is computed from a ``CheckResult`` (so it counts exactly the rows the check
 accepted and rejected) and drawn with matplotlib's object API (``Figure``, no pyplot
 and no global backend state), one PNG per plot. Plots that would be empty are not
-drawn: no token lengths without a tokenizer, no labels without a label column.
+drawn: no token lengths without a tokenizer, no labels without a label column. Files
+with tool use get a ``tools`` section (``tool_counts``) and a calls-per-row plot; files
+without show what they showed before.
 
 This module knows nothing of HTML (``tunelab.gate.report`` lays the plots out) and
 never loads a model: token lengths come from the tokenizer handed to the check.
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.tools import TOOL_FINDING_CODES, open_calls, uses_tools
 from tunelab.errors import DataError
 from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult, check_data, length_stats
 from tunelab.tracking.plots import new_figure, save_png
@@ -61,10 +64,13 @@ class Profile:
     labels: dict[str, int] | None
     error_codes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tools: dict | None = None
 
     def summary(self) -> dict:
-        """A JSON-ready summary: counts and statistics, no per-row lists."""
+        """A JSON-ready summary: counts and statistics, no per-row lists; a ``tools``
+        section (``tool_counts``) only for files with tool use."""
         lengths = self.token_lengths
+        tools = {} if self.tools is None else {"tools": self.tools}
         return {
             "path": self.source, "format": self.format, "rows_read": self.rows_read,
             "accepted": self.accepted, "rejected": self.rejected, "errors": self.errors,
@@ -76,8 +82,56 @@ class Profile:
             "turns": {**length_stats(self.turns),
                       "histogram": dict(sorted(Counter(self.turns).items()))},
             "roles": self.roles, "columns": self.columns, "labels": self.labels,
-            "notes": self.notes,
+            "notes": self.notes, **tools,
         }
+
+
+def tool_counts(result: CheckResult) -> dict | None:
+    """How a file uses tools: declarations, calls and results per accepted row, and the
+    calls the check found unanswered.
+
+    Args:
+        result: what ``check_data`` returned for the file.
+
+    Returns:
+        ``None`` when no row declares, calls or answers a tool and no tool finding was
+        made (the file has no tool use); else ``rows_with_tools`` (rows declaring at least
+        one function), ``rows_with_calls``, ``functions`` (rows declaring each name, most
+        first), ``tools_per_row`` and ``calls_per_row`` (statistics over accepted
+        conversations; calls with a ``histogram``), ``calls``, ``results`` (tool turns),
+        ``unanswered_calls`` (``unanswered_call`` findings, rejected rows included),
+        ``open_calls`` (calls an accepted row ends on, no result after them:
+        ``tools.open_calls``) and ``tool_findings`` (findings per tool code).
+    """
+    chats = [e for e in result.examples if e.text is None]
+    findings = Counter(f.code for f in result.findings if f.code in TOOL_FINDING_CODES)
+    if not findings and not any(uses_tools(e.messages, e.tools) for e in chats):
+        return None
+    calls = [sum(len(m.tool_calls) for m in e.messages) for e in chats]
+    declared: Counter = Counter(t["name"] for e in chats for t in e.tools)
+    return {
+        "rows_with_tools": sum(bool(e.tools) for e in chats),
+        "rows_with_calls": sum(n > 0 for n in calls),
+        "functions": dict(sorted(declared.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "tools_per_row": length_stats([len(e.tools) for e in chats]),
+        "calls_per_row": {**length_stats(calls), "histogram": dict(sorted(Counter(calls).items()))},
+        "calls": sum(calls),
+        "results": sum(m.role == "tool" for e in chats for m in e.messages),
+        "unanswered_calls": findings["unanswered_call"],
+        "open_calls": sum(open_calls(e.messages) for e in chats),
+        "tool_findings": dict(findings.most_common()),
+    }
+
+
+def tools_line(tools: dict) -> str:
+    """The tool counts of a file in one line of text (for the command line)."""
+    names = len(tools["functions"])
+    calls = tools["calls_per_row"]
+    return (f"tools: {tools['rows_with_tools']:,} row(s) declare functions ({names:,} distinct "
+            f"name{'s' if names != 1 else ''}); {tools['calls']:,} call(s) in "
+            f"{tools['rows_with_calls']:,} row(s) (at most {calls['max']} per row), "
+            f"{tools['results']:,} result(s), {tools['unanswered_calls']:,} unanswered, "
+            f"{tools['open_calls']:,} left open at the end of a row")
 
 
 def _label(value: object) -> str:
@@ -116,7 +170,8 @@ def profile_from_check(result: CheckResult) -> Profile:
         token_lengths=result.token_lengths, max_length=result.max_length,
         turns=[len(e.messages) for e in result.examples], roles=dict(roles),
         columns=result.columns, labels=_labels(result),
-        error_codes=sorted({f.code for f in result.errors}), notes=list(result.notes))
+        error_codes=sorted({f.code for f in result.errors}), notes=list(result.notes),
+        tools=tool_counts(result))
 
 
 def profile_data(path: str | Path, format: str = "auto", tokenizer: Any = None,
@@ -150,7 +205,8 @@ def save_plots(profile: Profile, out_dir: str | Path) -> dict[str, Path]:
 
     Returns:
         Plot name -> PNG path, in display order: ``rows``, ``findings``,
-        ``token_lengths``, ``turns``, ``fields``, ``labels`` (those with data).
+        ``token_lengths``, ``turns``, ``fields``, ``labels``, ``tool_calls`` (those with
+        data).
 
     Raises:
         DataError: a PNG cannot be written.
@@ -167,6 +223,8 @@ def save_plots(profile: Profile, out_dir: str | Path) -> dict[str, Path]:
         plots["fields"] = _fields_plot(profile)
     if profile.labels:
         plots["labels"] = _labels_plot(profile)
+    if profile.tools is not None and profile.tools["calls"]:
+        plots["tool_calls"] = _calls_plot(profile.tools)
     return {name: save_png(figure, out / f"{name}.png", error=DataError)
             for name, figure in plots.items()}
 
@@ -269,4 +327,16 @@ def _labels_plot(p: Profile):
     _whole(ax.xaxis)
     ax.set_title(f"Labels ({len(labels)} classes)")
     ax.margins(x=0.2)
+    return figure
+
+
+def _calls_plot(tools: dict):
+    counts = tools["calls_per_row"]["histogram"]
+    figure, ax = new_figure(height=2.6)
+    ax.bar([str(k) for k in counts], list(counts.values()), color="#a8553b")
+    ax.set_xlabel("tool calls per row")
+    ax.set_ylabel("rows")
+    _whole(ax.yaxis)
+    ax.set_title(f"Tool calls per row ({tools['calls']:,} calls, {tools['results']:,} results, "
+                 f"{tools['unanswered_calls']:,} unanswered)")
     return figure

@@ -24,7 +24,8 @@ from tunelab.tracking.html import figure, page, table
 MAX_LISTED = 200
 
 _TITLES = {"rows": "Rows", "findings": "Findings by code", "token_lengths": "Token lengths",
-           "turns": "Turns per row", "fields": "Fields", "labels": "Labels"}
+           "turns": "Turns per row", "fields": "Fields", "labels": "Labels",
+           "tool_calls": "Tool calls per row"}
 
 
 def _slug(index: int, source: str) -> str:
@@ -97,6 +98,8 @@ def _section(index: int, p: Profile, result: CheckResult, plots: dict[str, str])
         parts.append("<h3>Fields</h3>" + table(
             ["field", "present", "missing or null", "empty"],
             [[k, v["present"], v["missing"], v["empty"]] for k, v in p.columns.items()]))
+    if p.tools is not None:
+        parts.append(_tools(p.tools))
     if p.labels:
         total = sum(p.labels.values())
         parts.append("<h3>Labels</h3>" + table(
@@ -104,6 +107,27 @@ def _section(index: int, p: Profile, result: CheckResult, plots: dict[str, str])
             [[k, v, f"{v / total:.1%}"] for k, v in p.labels.items()]))
     parts.append(_findings(result))
     return "\n".join(parts)
+
+
+def _tools(tools: dict) -> str:
+    """The tool counts of a file: a table of facts, then the functions declared."""
+    calls = tools["calls_per_row"]
+    facts = [("rows declaring functions", f"{tools['rows_with_tools']:,}"),
+             ("functions per row (min / median / max)",
+              "{min} / {median} / {max}".format(**tools["tools_per_row"])),
+             ("rows with calls", f"{tools['rows_with_calls']:,}"),
+             ("calls", f"{tools['calls']:,}"),
+             ("calls per row (min / median / p95 / max)",
+              f"{calls['min']} / {calls['median']} / {calls['p95']} / {calls['max']}"),
+             ("results (tool turns)", f"{tools['results']:,}"),
+             ("unanswered calls", f"{tools['unanswered_calls']:,}"),
+             ("calls left open at the end of a row", f"{tools['open_calls']:,}")]
+    facts += [(f"findings: {code}", f"{n:,}") for code, n in tools["tool_findings"].items()]
+    out = "<h3>Tools</h3>" + table(["", ""], [[k, v] for k, v in facts])
+    if tools["functions"]:
+        out += table(["function", "rows declaring it"],
+                     [[name, f"{n:,}"] for name, n in tools["functions"].items()])
+    return out
 
 
 def _findings(result: CheckResult) -> str:
