@@ -130,3 +130,17 @@ def test_every_planted_defect_is_named_with_its_line(tmp_path, capsys):
     assert f"{path}: FAILED: chat, 20 rows read, 10 accepted, 10 rejected; 10 error(s)" in out
     assert f"{path}: tools: 10 row(s) declare functions (1 distinct name); 10 call(s) in 10 " \
            "row(s) (at most 1 per row), 10 result(s), 1 unanswered, 0 left open" in out
+
+
+def test_profile_prints_and_reports_the_tool_counts(tmp_path, capsys):
+    path = write(tmp_path / "share.jsonl", [sharegpt_row(i, c) for i, c in enumerate(CITIES)])
+    out_dir = tmp_path / "report"
+    assert main(["data", "profile", str(path), "--model", "none", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: tools: 12 row(s) declare functions (1 distinct name); 12 call(s)" in out
+    assert "<h3>Tools</h3>" in (out_dir / "index.html").read_text()
+    assert main(["data", "profile", str(path), "--model", "none", "--out", str(out_dir),
+                 "--json"]) == 0
+    (file,) = json.loads(capsys.readouterr().out)["files"]
+    assert file["tools"]["functions"] == {"get_weather": 12}
+    assert file["tools"]["calls_per_row"]["histogram"] == {"1": 12}

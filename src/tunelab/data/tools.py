@@ -133,7 +133,7 @@ def read_tools(value: object, field: str, row: Reporter) -> tuple[dict, ...] | N
             return ()
         try:
             value = json.loads(value)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             row.error(field, "bad_tools",
                       f"{field} is text that is not JSON ({e.msg} at character {e.pos}); write "
                       "the list of functions as JSON")
@@ -253,7 +253,7 @@ def read_sharegpt_calls(value: object, field: str, row: Reporter) -> tuple[ToolC
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             row.error(field, "bad_tool_call",
                       f"a function_call turn must hold JSON {{'name': ..., 'arguments': {{...}}}}, "
                       f"got text that is not JSON ({e.msg} at character {e.pos}): {show_value(value)}")
@@ -285,7 +285,7 @@ def _call(fn: dict, where: str, row: Reporter, ident: str | None) -> ToolCall | 
     if isinstance(raw, str):
         try:
             args = json.loads(raw) if raw.strip() else {}
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             row.error(f"{where}.arguments", "bad_arguments_json",
                       f"the arguments of the call to {name!r} are not valid JSON ({e.msg} at "
                       f"character {e.pos}): {show_value(raw)}; write them as a JSON object")

@@ -39,7 +39,10 @@ SHARE_CALL = {"from": "function_call",
 SHARE_OBS = {"from": "observation", "value": '{"temp": 3}'}
 
 
-def sharegpt_row(*turns, tools=json.dumps([SPEC])):
+SPEC_TEXT = json.dumps([SPEC])
+
+
+def sharegpt_row(*turns, tools=SPEC_TEXT):
     return {"conversations": list(turns), "tools": tools}
 
 
