@@ -154,12 +154,12 @@ def prepare_chat(messages: Sequence[Message | dict], tools: Sequence[dict], tool
     ``tools`` argument). With them, the ``template`` format passes them to the
     template, and the ``fallback`` format rewrites the turns (``tools.fallback_messages``).
     """
-    msgs = _as_messages(messages) if any(isinstance(m, dict) for m in messages) else list(messages)
-    if not uses_tools(msgs, tools):  # type: ignore[arg-type]
+    msgs = _as_messages(messages)
+    if not uses_tools(msgs, tools):
         return list(messages), None
     if tool_format == TEMPLATE:
         return list(msgs), list(tools)
-    return list(fallback_messages(msgs, tools)), None  # type: ignore[arg-type]
+    return list(fallback_messages(msgs, tools)), None
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
