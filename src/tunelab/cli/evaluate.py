@@ -18,13 +18,13 @@ from tunelab.config.evaluation import DEFAULT_MAX_NEW_TOKENS, EvalSettings
 from tunelab.config.schema import DEFAULT_RUNS_DIR
 from tunelab.errors import ConfigError
 
-TASKS = ("classify", "regress", "generate", "perplexity", "bbq")
+TASKS = ("classify", "regress", "generate", "perplexity", "bbq", "tool_call")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the top-level sub-parsers."""
     e = sub.add_parser(
-        "eval", help="evaluate models: classify, regress, generate, perplexity, bbq",
+        "eval", help="evaluate models: classify, regress, generate, perplexity, bbq, tool_call",
         description="Evaluate one model, or compare several on the same rows, with slices, "
                     "fairness probes, a review sheet and an HTML report.")
     e.add_argument("model", nargs="?", default=None,
@@ -151,7 +151,10 @@ _HEADLINE = {"classify": ("accuracy", "macro_f1", "micro_f1", "ece", "unparseabl
              "generate": ("exact_match", "rouge_l", "bleu", "chrf", "unparseable"),
              "perplexity": ("loss", "perplexity", "tokens"),
              "bbq": ("accuracy", "accuracy_ambig", "accuracy_disambig", "bias_disambig",
-                     "bias_ambig", "unparseable")}
+                     "bias_ambig", "unparseable"),
+             "tool_call": ("correct_call_rate", "name_accuracy", "argument_accuracy",
+                           "valid_json_rate", "schema_valid_rate", "false_call_rate",
+                           "missed_call_rate")}
 
 
 def _num(v: object) -> str:

@@ -24,10 +24,11 @@ from tunelab.config.task import Normalizer, ScoreMethod, TaskSettings, labels_as
 from tunelab.errors import ConfigError
 from tunelab.files import read_yaml_mapping
 
-TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq"]
+TaskName = Literal["classify", "regress", "generate", "perplexity", "bbq", "tool_call"]
 # Tokens per generated answer by task: a label or a number is short, a worked answer is not.
+# A tool call is one JSON line: 96 tokens hold a name and a few arguments.
 DEFAULT_MAX_NEW_TOKENS = {"classify": 12, "bbq": 12, "regress": 12, "generate": 256,
-                          "perplexity": 1}
+                          "perplexity": 1, "tool_call": 96}
 # How a task picks among fixed answers when no run's task says: the answer generated is
 # matched. A run trained for a classify task scores its label words instead
 # (TaskSettings.method, likelihood by default), which a model that never learnt the words

@@ -367,6 +367,27 @@ def _schema_error(error: jsonschema.ValidationError) -> str:
     return f"{path}: {error.message}" if path else error.message
 
 
+def arguments_problems(spec: dict, arguments: object) -> list[str]:
+    """What keeps a call's arguments from fitting its function's declaration.
+
+    Args:
+        spec: the function's declaration (``read_tools``).
+        arguments: the call's arguments, parsed.
+
+    Returns:
+        One line per schema error (``path: message``), by path; ``[]`` when they fit or
+        the function declares no parameters.
+    """
+    if not isinstance(arguments, dict):
+        return [f"the arguments must be a JSON object, got {type_name(arguments)}"]
+    schema = spec.get("parameters")
+    if schema is None:
+        return []
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
+    return [_schema_error(e) for e in errors]
+
+
 def _answer(m: Message, pending: list[tuple[ToolCall, str]], where: str, row: Reporter) -> None:
     if m.tool_call_id is not None:
         hit = next((i for i, (c, _) in enumerate(pending) if c.id == m.tool_call_id), None)

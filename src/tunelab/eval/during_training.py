@@ -33,7 +33,8 @@ def _scalars(metrics: dict) -> dict[str, float]:
 def eval_hook(tasks: Sequence[TrainEvalTask], model: Callable[[], Any], tokenizer: Any,
               chat_template: str | None, sink: Any, total_steps: int,
               inner: Callable[[int, dict[str, float]], bool] | None = None,
-              reporter: Reporter = SILENT) -> Callable[[int, dict[str, float]], bool]:
+              reporter: Reporter = SILENT,
+              tool_format: str | None = None) -> Callable[[int, dict[str, float]], bool]:
     """An ``on_validation`` hook that runs ``tasks`` and logs their metrics.
 
     Args:
@@ -44,6 +45,8 @@ def eval_hook(tasks: Sequence[TrainEvalTask], model: Callable[[], Any], tokenize
         total_steps: the run's last step (tasks always run there).
         inner: another hook to call after (its answer decides early stopping).
         reporter: told what the tasks' rows are (labels taken from the data).
+        tool_format: the run's tool rendering (``data.tool_format`` resolved), so a
+            tool_call task is asked as the finished run will be; None: probed.
 
     Raises:
         DataError, ConfigError: a task's rows or settings are unusable (before training).
@@ -56,7 +59,8 @@ def eval_hook(tasks: Sequence[TrainEvalTask], model: Callable[[], Any], tokenize
                 continue
             assert task.max_new_tokens is not None  # EvalSettings fills in the task's default
             callables = build_callables(model(), tokenizer, chat_template, task_name(task),
-                                        task.max_new_tokens, task.batch_size)
+                                        task.max_new_tokens, task.batch_size,
+                                        tool_format=tool_format)
             result = task_runner(task, data, callables)(data.rows)
             sink.log(f"eval_{task_name(task)}", step, _scalars(result.metrics))
         return inner(step, metrics) if inner is not None else False

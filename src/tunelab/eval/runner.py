@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from tunelab.config.evaluation import EvalSettings
 from tunelab.config.task import TaskSettings
+from tunelab.data.load import load_examples
 from tunelab.data.table import read_table
 from tunelab.data.task import LabelSet, TaskPrompt, find_text_field
 from tunelab.eval import bbq as bbq_task
@@ -21,6 +22,7 @@ from tunelab.eval.perplexity import run_perplexity
 from tunelab.eval.regress import run_regress
 from tunelab.eval.rows import EvalRow, load_rows, require_references
 from tunelab.eval.tasks import ModelCallables, TaskResult, run_classify
+from tunelab.eval.tool_calls import run_tool_call, tool_call_rows
 from tunelab.tracking.reporter import SILENT, Reporter
 
 
@@ -42,9 +44,13 @@ def load_eval_data(path: str, s: EvalSettings, reporter: Reporter = SILENT) -> E
         reporter: told when the labels are taken from the data.
 
     Raises:
-        DataError: unreadable rows, rows without references, or unknown BBQ fields.
+        DataError: unreadable rows, rows without references, or unknown BBQ fields;
+            tool_call: rows without an assistant answer, or no tools anywhere.
         ConfigError: label names that do not fit the labels.
     """
+    if s.task == "tool_call":
+        examples = load_examples(path, reporter=reporter)
+        return EvalData(tool_call_rows(examples[: s.limit] if s.limit else examples))
     if s.task == "bbq":
         table = read_table(path)
         bbq_rows = table.rows[: s.limit] if s.limit else table.rows
@@ -110,6 +116,8 @@ def task_runner(s: EvalSettings, data: EvalData, model: ModelCallables) -> Calla
         return lambda rows: run_generate(model, rows, s.normalizer, prompt)
     if s.task == "perplexity":
         return lambda rows: run_perplexity(model, rows)
+    if s.task == "tool_call":
+        return lambda rows: run_tool_call(model, rows)
     ids = [r.id for r in data.rows]
     bbq_rows = data.bbq_rows
     assert bbq_rows is not None  # load_eval_data keeps them for bbq

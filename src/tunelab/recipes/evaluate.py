@@ -51,6 +51,12 @@ def _check_settings(s: EvalSettings, n_models: int, report_dir: str | None) -> N
                         f"generate rows, not {s.task!r}")
     if s.method == "likelihood" and s.task not in ("classify", "bbq"):
         problems.append(f"method: likelihood scoring is for classify and bbq, not {s.task!r}")
+    if s.task == "tool_call":
+        for key, flag in (("text_field", "--text-field"), ("system_prompt", "--system"),
+                          ("template", "--template")):
+            if getattr(s, key) is not None:
+                problems.append(f"{key}: the tool_call task asks each row's own conversation "
+                                f"with its tools, as training rendered it; remove {flag}")
     if n_models == 0:
         problems.append("no model given: name one, or several with --compare")
     if problems:

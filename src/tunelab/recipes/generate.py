@@ -55,7 +55,8 @@ class Answerer:
         if task is not None and labels is not None and task.method == "likelihood":
             model = build_callables(self.loaded.model, self.loaded.tokenizer,
                                     self.loaded.chat_template, self.loaded.label,
-                                    max_new_tokens, len(chats) or 1, self.reporter)
+                                    max_new_tokens, len(chats) or 1, self.reporter,
+                                    self.loaded.tool_format)
             preds = predict_labels(model, chats, labels, "likelihood", task.abstain_below)
             probs = preds.probabilities or [[] for _ in chats]
             return [Answer(a, dict(zip(labels.words, p, strict=True)))
@@ -76,7 +77,8 @@ def load_answerer(ref: str, runs_dir: str = DEFAULT_RUNS_DIR, use_task: bool = T
         ConfigError: the run's task is invalid.
     """
     loaded = load_for_inference(ref, runs_dir, reporter=reporter)
-    engine = GenerationEngine(loaded.model, loaded.tokenizer, loaded.chat_template)
+    engine = GenerationEngine(loaded.model, loaded.tokenizer, loaded.chat_template,
+                              loaded.tool_format)
     task = loaded.task if use_task else None
     labels = task_label_set(task) if task is not None else None
     if task is not None:

@@ -70,8 +70,8 @@ from tunelab.train.schedule import build_scheduler, warmup_steps
 from tunelab.train.signals import graceful_stop
 
 TaskHookFactory = Callable[..., Callable[[int, dict[str, float]], bool]]
-"""``(tasks, model_getter, tokenizer, chat_template, sink, total_steps, inner, reporter)``
--> an ``on_validation`` hook; see ``tunelab.eval.during_training.eval_hook``."""
+"""``(tasks, model_getter, tokenizer, chat_template, sink, total_steps, inner, reporter,
+tool_format=...)`` -> an ``on_validation`` hook; see ``tunelab.eval.during_training.eval_hook``."""
 
 
 @dataclass
@@ -504,7 +504,7 @@ def train_run(cfg: RunConfig, reporter: Reporter = SILENT, resume: str | None = 
             tasks = [with_task(t, run.cfg.task) for t in tasks]
         on_validation = task_hook(tasks, lambda: run.model, run.tokenizer,
                                   cfg.data.chat_template, logger, steps, on_validation,
-                                  reporter)
+                                  reporter, tool_format=_tool_format(run))
     elif cfg.eval_tasks and main:
         run.reporter.warning("eval_tasks are skipped when training on several processes")
     with graceful_stop(reporter.warning) as stop_flag:
