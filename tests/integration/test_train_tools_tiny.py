@@ -77,9 +77,10 @@ def _spans(tok, ex: Example, template: str | None, fmt: str | None) -> set[int]:
         if m.role != "assistant":
             continue
         start = len(render_prompt_ids(tok, msgs[:i], template, ex.tools, fmt))
-        with_turn = tokenize_example(tok, Example(messages=msgs[: i + 1], tools=ex.tools),
-                                     template, fmt)
-        trained |= set(range(start, len(with_turn.input_ids)))
+        ids = render_prompt_ids(tok, msgs[: i + 1] + [Message("user", "next")], template,
+                                ex.tools, fmt)
+        end = ids.index(tok.convert_tokens_to_ids("<|im_end|>"), start)  # the turn's end
+        trained |= set(range(start, end + 1))
     return trained
 
 
