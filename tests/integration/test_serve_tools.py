@@ -1,9 +1,11 @@
 """`tunelab serve` with tools, as the official `openai` client sees it: a tiny model trained
 (`tunelab train`) on tool-call rows until it calls `get_weather` when asked for the weather,
-served from its run on 127.0.0.1 beside a model never trained on tools."""
+served from its run on 127.0.0.1 beside a model never trained on tools and (with the
+llamacpp extra) the run exported to GGUF."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
@@ -12,6 +14,7 @@ import pytest
 import yaml
 from serve_server import Server, http_call, start_server
 
+from gguf_files import needs_llamacpp
 from tunelab.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -53,8 +56,13 @@ def run(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, run, tiny_model_dir):
-    s = start_server(tmp_path_factory.mktemp("serve-tools"), [str(run)],
-                     {"aliases": {"plain": str(tiny_model_dir)}})
+    folder = tmp_path_factory.mktemp("serve-tools")
+    aliases = {"plain": str(tiny_model_dir)}
+    if importlib.util.find_spec("llama_cpp") is not None:  # else its test skips
+        gguf = folder / "toolrun.gguf"
+        assert main(["export", str(run), "--gguf", str(gguf)]) == 0
+        aliases["toolrun-gguf"] = str(gguf)
+    s = start_server(folder, [str(run)], {"aliases": aliases})
     yield s
     s.stop()
 
@@ -85,6 +93,11 @@ def test_a_call_comes_back_as_tool_calls(server):
     assert row.finish_reason == "tool_calls" and json.loads(row.prompt) == ASK
     status, _, fb = http_call(server, "POST", "/v1/feedback", {"response_id": r.id, "rating": "up"})
     assert status == 200, fb
+    # the client's own message object goes back in the history, with the result (README)
+    history = [*ASK, choice.message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'}]
+    again = server.client().chat.completions.create(messages=history, tools=TOOLS, **GREEDY)
+    assert again.usage.prompt_tokens > r.usage.prompt_tokens
 
 
 def test_a_streamed_call_comes_as_one_tool_calls_delta(server):
@@ -166,3 +179,15 @@ def test_a_model_not_trained_on_tools_serves_plain_chats_as_before(server, tiny_
     ids = engine.complete_ids([engine.render(chat)], max_new_tokens=12)[0]
     assert r.choices[0].message.content == loaded.tokenizer.decode(ids, skip_special_tokens=True)
     assert r.choices[0].message.tool_calls is None
+
+
+def test_the_run_exported_to_gguf_calls_the_same_way(server):
+    needs_llamacpp()
+    client = server.client()
+    ask = {"messages": ASK, "tools": TOOLS, **GREEDY}
+    hf = client.chat.completions.create(**ask)
+    gguf = client.chat.completions.create(**{**ask, "model": "toolrun-gguf"})
+    assert gguf.usage.prompt_tokens == hf.usage.prompt_tokens  # rendered the same way
+    assert gguf.choices[0].finish_reason == "tool_calls"
+    call = gguf.choices[0].message.tool_calls[0].function
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}

@@ -137,9 +137,6 @@ def read_conversation(messages: Sequence[Any], tools: Any, tool_choice: Any) -> 
                 problems.error(f"{where}.tool_call_id", "bad_tool_result",
                                "a tool message needs 'tool_call_id', the id of the call it "
                                f"answers; got {call_id!r}")
-        elif m.role != "assistant" and content is None:
-            problems.error(f"{where}.content", "missing_content",
-                           f"a {m.role} message needs content")
         turns.append(Message(role, content or "", tool_calls=calls, tool_call_id=call_id,
                              name=m.name if role == "tool" else None))
     problems.raise_first()
