@@ -10,7 +10,9 @@ adapter. Full-weight runs and other models get an engine each.
 
 A request's messages are rendered exactly as training rendered a row: the run's task
 prompt (``tunelab.data.task.task_chat``) and the run's chat template
-(``tunelab.data.template``). A run records the fingerprint of its template at training
+(``tunelab.data.template``), with the request's tools rendered in the run's stored tool
+format (``tunelab.models.runs.run_tool_format``: the template's own ``tools=`` or the
+fallback layout; probed from the template for models and runs that stored none). A run records the fingerprint of its template at training
 time; a run that this server would render differently is refused.
 
 A reference that is a ``.gguf`` file is served by llama.cpp (the ``llamacpp`` extra;
@@ -29,7 +31,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from tunelab.data.template import (
     end_of_turn_ids,
     render_prompt_ids,
     resolve_chat_template,
+    resolve_tool_format,
     template_fingerprint,
 )
 from tunelab.db import NAME_LENGTH
@@ -49,7 +52,7 @@ from tunelab.models.gguf_read import is_gguf, load_gguf_tokenizer, read_gguf_met
 from tunelab.models.llamacpp import LlamaCppMissingError, LlamaCppModel, llamacpp_available
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.resolve import resolve_model
-from tunelab.models.runs import run_base_path, run_settings, task_of_run
+from tunelab.models.runs import run_base_path, run_settings, run_tool_format, task_of_run
 from tunelab.serve.batching import (
     BASE_ADAPTER,
     BatchScheduler,
@@ -80,13 +83,21 @@ class ServedModel:
     context_length: int
     created: int = field(default_factory=lambda: int(time.time()))
     source: str = ""  # the folder it was loaded from
+    tool_format: str | None = None  # template | fallback, as the run trained; None: probe
 
-    def render(self, messages: list[dict]) -> list[int]:
-        """Prompt ids for a chat: the task's prompt (if any) and the chat template, as in training."""
-        chat = [Message(m["role"], m["content"]) for m in messages]
+    def render(self, messages: Sequence[Message | dict], tools: Sequence[dict] = ()) -> list[int]:
+        """Prompt ids for a chat: the task's prompt (if any) and the chat template, with
+        ``tools`` (function specs) in the run's tool format, as in training.
+
+        Raises:
+            DataError: the template cannot render these turns.
+        """
+        chat = [m if isinstance(m, Message) else Message(m["role"], m["content"])
+                for m in messages]
         if self.task is not None:
             chat = task_chat(TaskPrompt.of(self.task, task_label_set(self.task)), chat)
-        return render_prompt_ids(self.tokenizer, chat, self.chat_template)
+        return render_prompt_ids(self.tokenizer, chat, self.chat_template, tools,
+                                 self.tool_format)
 
     def encode(self, text: str) -> list[int]:
         """Ids of raw text (``/v1/completions``): no template, no special tokens added."""
@@ -145,6 +156,7 @@ class _Entry:
     template: str | None  # as configured (None: the tokenizer's own)
     task: TaskSettings | None
     trust_remote_code: bool = False
+    tool_format: str | None = None  # as the run stored it (None: probe the template)
 
 
 def gguf_path(ref: str) -> Path | None:
@@ -182,13 +194,14 @@ def _resolve(name: str, ref: str, runs_dir: str, reporter: Reporter) -> _Entry:
     cfg = run_settings(run_dir)
     trust = bool(cfg["model"].get("trust_remote_code", False))
     template, task = cfg["data"].get("chat_template"), task_of_run(run_dir)
+    tools = run_tool_format(run_dir)
     if (run_dir / "model").is_dir():
         return _Entry(name, ref, run_dir, run_dir / "model", None, run_dir / "tokenizer",
-                      template, task, trust)
+                      template, task, trust, tools)
     if not (run_dir / "adapter").is_dir():
         raise StoreError(f"run {run_dir} has neither adapter/ nor model/", hint="train it again")
     return _Entry(name, ref, run_dir, run_base_path(run_dir, reporter), run_dir / "adapter",
-                  run_dir / "tokenizer", template, task, trust)
+                  run_dir / "tokenizer", template, task, trust, tools)
 
 
 def _check_fingerprint(entry: _Entry, tokenizer: Any, reporter: Reporter) -> str:
@@ -242,8 +255,10 @@ def _load_gguf(entry: _Entry, settings: EngineSettings, wake: threading.Conditio
                   + (f", exported from {meta.source}" if meta.source else "")
                   + (f", task {meta.task.type}" if meta.task is not None else ""))
     engine = ServingEngine(LlamaCppScheduler(model, frozenset(stop), context, settings), wake)
+    # The file records no tool format: the template is probed, as `auto` chose in training.
     return ServedModel(entry.name, engine, None, tokenizer, template, meta.task, context,
-                       source=str(entry.weights))
+                       source=str(entry.weights),
+                       tool_format=resolve_tool_format(tokenizer, template, None))
 
 
 def _context_length(model: Any) -> int:
@@ -336,5 +351,7 @@ def load_registry(refs: list[str], aliases: dict[str, str], runs_dir: str,
             tok = tokenizers[e.name]
             template = _check_fingerprint(e, tok, reporter)
             models[e.name] = ServedModel(e.name, engine, adapter_of[e.name], tok, template, e.task,
-                                         context, source=str(e.run_dir or e.weights))
+                                         context, source=str(e.run_dir or e.weights),
+                                         tool_format=resolve_tool_format(tok, template,
+                                                                         e.tool_format))
     return ModelRegistry(models, engines)

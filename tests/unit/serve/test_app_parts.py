@@ -144,7 +144,10 @@ def test_only_n_1_is_served():
     body = ChatRequest.model_validate({"model": "m", "messages": [
         {"role": "developer", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
         "frequency_penalty": 0, "max_completion_tokens": 5, "max_tokens": 9})
-    assert body.chat() == [{"role": "system", "content": "ab"}] and body.requested_tokens() == 5
+    # parts joined with a newline, as training joins them (tunelab.data.tools.join_parts)
+    msgs = body.conversation().messages
+    assert [(m.role, m.content) for m in msgs] == [("system", "a\nb")]
+    assert body.requested_tokens() == 5
     with pytest.raises(ValidationError, match="n=1"):
         ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}],
                                     "n": 2})
@@ -193,14 +196,16 @@ def test_fields_the_server_cannot_honour_are_refused_unless_neutral():
     ChatRequest.model_validate({**chat, **neutral})
     for field, value in [("logprobs", True), ("top_logprobs", 3), ("frequency_penalty", 0.5),
                          ("presence_penalty", -1), ("logit_bias", {"50256": -100}),
-                         ("tools", [{"type": "function", "function": {"name": "f"}}]),
+                         ("functions", [{"name": "f"}]),  # tools are served (test_serve_tools)
                          ("response_format", {"type": "json_object"})]:
         with pytest.raises(ValidationError) as e:
             ChatRequest.model_validate({**chat, field: value})
         assert e.value.errors()[0]["loc"] == (field,) and "not supported" in str(e.value)
     completion = {"model": "m", "prompt": "x"}
-    CompletionRequest.model_validate({**completion, "best_of": 1, "suffix": "", "logprobs": 0})
-    for field, value in [("best_of", 2), ("suffix", "end"), ("logprobs", 5)]:
+    CompletionRequest.model_validate({**completion, "best_of": 1, "suffix": "", "logprobs": 0,
+                                      "tools": []})
+    for field, value in [("best_of", 2), ("suffix", "end"), ("logprobs", 5),
+                         ("tools", [{"type": "function", "function": {"name": "f"}}])]:
         with pytest.raises(ValidationError, match=field):
             CompletionRequest.model_validate({**completion, field: value})
 

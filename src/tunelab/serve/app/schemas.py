@@ -3,10 +3,12 @@
 Requests accept the fields of OpenAI's chat and completions APIs that tunelab serves;
 other fields are ignored, as OpenAI ignores them (clients send ``frequency_penalty: 0``
 and the like). A field tunelab cannot honour with a value other than its neutral one
-(``n`` other than 1, ``logprobs``, penalties, ``tools``, a JSON ``response_format``)
-is refused with 400 naming it, so a client never gets an answer that silently ignored
-what it asked for. Responses are built as plain dicts in the exact OpenAI shapes. This
-module knows nothing of models or the engine.
+(``n`` other than 1, ``logprobs``, penalties, the older ``functions``, a JSON
+``response_format``) is refused with 400 naming it, so a client never gets an answer that
+silently ignored what it asked for. Chat requests take ``tools``, ``tool_choice``, tool
+turns and content parts; they are read into the conversation training renders by
+``tunelab.serve.app.tooluse``. Responses are built as plain dicts in the exact OpenAI
+shapes. This module knows nothing of models or the engine.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from tunelab.db import NAME_LENGTH
+from tunelab.serve.app.errors import APIError
+from tunelab.serve.app.tooluse import Conversation, read_conversation
 
 # Characters per stop sequence. Each token checks whether the answer's tail could begin a
 # stop sequence, which costs about the square of its length, on the event loop.
@@ -29,25 +33,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class TextPart(_Body):
-    """One part of a message's content; only text parts are served."""
-
-    type: Literal["text"]
-    text: str
-
-
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
-    name: str | None = None
+    """One turn. A list ``content`` holds parts (text only), joined as training joins them
+    (``tunelab.data.tools.join_parts``); ``tool_calls`` and ``tool_call_id`` are read by
+    ``tunelab.serve.app.tooluse`` with the readers training uses, which name bad fields."""
 
-    def text(self) -> str:
-        """The content as one string (text parts joined without a separator, as OpenAI does)."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content)
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[Any] | None = None
+    name: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: Any = None
 
 
 class StreamOptions(_Body):
@@ -77,12 +72,11 @@ class _Sampling(_Body):
     frequency_penalty: Any = None
     presence_penalty: Any = None
     logit_bias: Any = None
-    tools: Any = None
-    functions: Any = None
+    functions: Any = None  # the older form of tools: send ``tools``
     response_format: Any = None
 
     @field_validator("logprobs", "top_logprobs", "frequency_penalty", "presence_penalty",
-                     "logit_bias", "tools", "functions", "response_format")
+                     "logit_bias", "functions", "response_format")
     @classmethod
     def _neutral(cls, v: Any) -> Any:
         if v in (None, False, 0, {}, []) or v == {"type": "text"}:
@@ -129,6 +123,29 @@ class ChatRequest(_Sampling):
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name of max_tokens; wins
+    tools: Any = None  # read (and refused when malformed) by tooluse.read_conversation
+    tool_choice: Any = None  # auto | none; required and named functions are refused there
+    # one call or several per answer is the model's choice: only the default is honoured
+    parallel_tool_calls: bool | None = None
+    _conversation: Conversation | None = PrivateAttr(None)
+
+    @field_validator("parallel_tool_calls")
+    @classmethod
+    def _parallel(cls, v: bool | None) -> bool | None:
+        if v is False:
+            raise ValueError("false cannot be honoured: the model may answer with several "
+                             "calls; leave it unset")
+        return v
+
+    def conversation(self) -> Conversation:
+        """The messages and tools as training renders them.
+
+        Raises:
+            APIError: 400 naming the field at fault (bad tools, arguments, tool turns).
+        """
+        if self._conversation is None:  # read once: the log and the render both need it
+            self._conversation = read_conversation(self.messages, self.tools, self.tool_choice)
+        return self._conversation
 
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -141,13 +158,13 @@ class ChatRequest(_Sampling):
         return "messages"
 
     def log_prompt(self) -> str:
-        """The prompt as the request log keeps it: the messages as JSON."""
-        return json.dumps(self.chat(), ensure_ascii=False)
-
-    def chat(self) -> list[dict[str, str]]:
-        """The messages as the template renders them (``developer`` is OpenAI's new ``system``)."""
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in self.messages]
+        """The prompt as the request log keeps it: the messages as JSON
+        (``Conversation.log_text``); the raw messages when they do not read."""
+        try:
+            return self.conversation().log_text()
+        except APIError:
+            return json.dumps([m.model_dump(exclude_none=True) for m in self.messages],
+                              ensure_ascii=False)
 
 
 class CompletionRequest(_Sampling):
@@ -157,6 +174,15 @@ class CompletionRequest(_Sampling):
     echo: bool = False
     best_of: int | None = Field(None, ge=1, le=1)  # one answer per request
     suffix: str | None = None
+    tools: Any = None  # a raw prompt has no template to declare them in
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, v: Any) -> Any:
+        if v:
+            raise ValueError("is not supported on /v1/completions (a raw prompt has no chat "
+                             "template to declare them in); send them to /v1/chat/completions")
+        return v
 
     @field_validator("suffix")
     @classmethod
@@ -209,15 +235,25 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_response(rid: str, created: int, model: str, text: str, finish_reason: str,
-                  prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def chat_response(rid: str, created: int, model: str, text: str | None, finish_reason: str,
+                  prompt_tokens: int, completion_tokens: int,
+                  tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A chat completion; with ``tool_calls`` the message carries them (content may be null)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {"id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+            "choices": [{"index": 0, "message": message,
                          "finish_reason": finish_reason, "logprobs": None}],
             "usage": usage(prompt_tokens, completion_tokens)}
 
 
-def chat_chunk(rid: str, created: int, model: str, delta: dict[str, str],
+def tool_calls_delta(tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """A stream delta holding whole calls, each with its ``index`` (OpenAI's chunk shape)."""
+    return {"tool_calls": [{"index": i, **c} for i, c in enumerate(tool_calls)]}
+
+
+def chat_chunk(rid: str, created: int, model: str, delta: dict[str, Any],
                finish_reason: str | None = None) -> dict[str, Any]:
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,

@@ -4,6 +4,7 @@
 log writer, the draining flag, requests in flight) and runs one request from its body to
 its response. Errors leave as ``APIError`` in the OpenAI shape: unknown model 404, a
 prompt that does not fit the context 400 (checked before the request joins the queue),
+malformed tools or tool turns 400 naming the field (``tunelab.serve.app.tooluse``),
 a full queue 429 with ``Retry-After``, draining 503. Every request that reached a model
 route and passed the key check ends as one ``RequestRecord`` handed to the log writer,
 which never blocks. Logged lines (``logging``) carry ids, counts and timings, never a
@@ -11,6 +12,13 @@ prompt or an answer. A request naming an experiment is routed to a variant's ser
 model first (``tunelab.serve.app.experiments``); from then on its responses, errors
 included, carry the ``X-Tunelab-Experiment``/``X-Tunelab-Variant`` headers, its body and
 its log record name the served model, and the record keeps the experiment and variant.
+
+A chat request with ``tools`` (and ``tool_choice`` not ``none``) has its answer read for
+calls (``tooluse.answer_calls``): calls found come back as ``message.tool_calls`` with
+``finish_reason: "tool_calls"``, and the log keeps the answer as text with one JSON line
+per call. Such a request, when streamed, is generated whole first (a call cannot be told
+from text until it is complete) and sent as one content delta (text outside the calls, if
+any), one ``tool_calls`` delta holding every call, and the finish chunk.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from tunelab.serve.app.experiments import ExperimentRouter, variant_headers
 from tunelab.serve.app.filters import OutputFilter
 from tunelab.serve.app.generation import ClientGone, Generation
 from tunelab.serve.app.metrics import UNKNOWN_MODEL, ServeMetrics
+from tunelab.serve.app.tooluse import Answer, answer_calls
 from tunelab.serve.batching import (
     ContextLengthError,
     EngineClosedError,
@@ -81,6 +90,11 @@ class Job:
     prompt_tokens: int = 0
     experiment: str | None = None  # the experiment the request named, once routed
     variant: str | None = None
+    tools: tuple[dict, ...] | None = None  # chat with tools: read calls out of the answer
+
+    def split(self, text: str) -> Answer:
+        """The answer's text and the calls in it (none unless the request gave tools)."""
+        return Answer(text) if self.tools is None else answer_calls(text, self.tools)
 
     def headers(self) -> dict[str, str]:
         return variant_headers(self.experiment, self.variant)
@@ -224,7 +238,9 @@ class ServeApp:
         where = body.prompt_param()
         try:
             if isinstance(body, schemas.ChatRequest):
-                ids = model.render(body.chat())
+                conv = body.conversation()
+                job.tools = conv.tools if conv.read_calls else None
+                ids = model.render(conv.messages, conv.tools)
             else:
                 ids = model.encode(body.text())
         except TunelabError as e:
@@ -266,11 +282,17 @@ class ServeApp:
             self.finish(job, self._outcome(gen, failed.status, reason, error_type=failed.type))
             return _tagged(failed.response(), job)
         text, changed = self.filters.apply(text)
-        out = self._outcome(gen, 200, reason, text, changed)
+        answer = job.split(text)
+        reason = _with_calls(reason or "stop", answer)
+        out = self._outcome(gen, 200, reason, answer.log_text() if answer.calls else text, changed)
         self.finish(job, out)
-        make = schemas.chat_response if job.endpoint == CHAT else schemas.completion_response
-        return JSONResponse(make(job.rid, job.created, job.model, text, reason or "stop",
-                                 job.prompt_tokens, gen.completion_tokens), headers=job.headers())
+        if job.endpoint == CHAT:
+            body = schemas.chat_response(job.rid, job.created, job.model, answer.content, reason,
+                                         job.prompt_tokens, gen.completion_tokens, answer.calls)
+        else:
+            body = schemas.completion_response(job.rid, job.created, job.model, text, reason,
+                                               job.prompt_tokens, gen.completion_tokens)
+        return JSONResponse(body, headers=job.headers())
 
     async def _stream(self, job: Job, gen: Generation, body: Any, request: Request,
                       end: _StreamEnd) -> AsyncIterator[str]:
@@ -287,13 +309,19 @@ class ServeApp:
             if chat:
                 yield _sse(schemas.chat_chunk(job.rid, job.created, job.model,
                                               {"role": "assistant", "content": ""}))
-            if self.filters.active:
-                # A filter needs the whole answer (a match can straddle chunks): generate
-                # it all, filter, then send it as one chunk.
+            answer = Answer(None)
+            if self.filters.active or job.tools is not None:
+                # A filter needs the whole answer (a match can straddle chunks), and so does
+                # reading calls: generate it all, filter, then send it as one chunk.
                 text = await gen.answer(request.is_disconnected)
-                out.answer, out.filtered = self.filters.apply(text)
-                if out.answer:
-                    yield chunk(out.answer)
+                text, out.filtered = self.filters.apply(text)
+                answer = job.split(text)
+                out.answer = answer.log_text() if answer.calls else text
+                if answer.content:
+                    yield chunk(answer.content)
+                if answer.calls:
+                    yield _sse(schemas.chat_chunk(job.rid, job.created, job.model,
+                                                  schemas.tool_calls_delta(answer.calls)))
             else:
                 out.answer = ""
                 async for piece in gen.pieces(request.is_disconnected):
@@ -306,6 +334,7 @@ class ServeApp:
                 yield _sse(failed.body())
             else:
                 out.status = 200
+                reason = out.finish_reason = _with_calls(reason, answer)
                 yield chunk("", reason)
                 if body.include_usage():
                     yield _sse(schemas.usage_chunk(
@@ -377,6 +406,12 @@ class ServeApp:
             self.log_writer.write(record)
         except Exception:  # the log must never take an answer down with it
             log.exception("%s: the request log writer failed", job.rid)
+
+
+def _with_calls(reason: str, answer: Answer) -> str:
+    """``tool_calls`` for an answer that ended by itself with calls; else ``reason``
+    (an answer cut at ``length`` says so, whatever calls it holds)."""
+    return "tool_calls" if answer.calls and reason == "stop" else reason
 
 
 def _tagged(response: Response, job: Job) -> Response:
