@@ -1,8 +1,8 @@
-"""The real SmolLM2-135M-Instruct learns to call tools: a short LoRA run on generated
-tool-call rows (the worked example's ``examples/tool_calls/make_data.py``: a weather and
-an order-lookup function, arguments taken from the user's words) raises the
-``tool_call`` score on held-out rows, whose cities and order numbers training never
-showed, from the base model's to at least 80% correct calls.
+"""The real SmolLM2-135M-Instruct learns to call tools: the worked example's short LoRA
+run (``examples/tool_calls/train.yaml``, 36 steps) on its 300 generated tool-call rows
+(``make_data.py``: a weather and an order-lookup function, arguments taken from the
+user's words) raises the ``tool_call`` score on held-out rows, whose cities and order
+numbers training never showed, from the base model's to at least 80% correct calls.
 
 SmolLM2's chat template does not render tools, so the run uses the fallback layout and
 records it; evaluation renders the held-out prompts the same way from the run.
@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tunelab.cli.main import main
 from tunelab.models.catalog import DEFAULT_MODEL
@@ -23,8 +22,6 @@ from tunelab.models.catalog import DEFAULT_MODEL
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tool_calls"
-TRAIN_ROWS = 160  # 20 steps of 8: enough to learn the layout and to copy arguments
-STEPS = 20
 
 
 def _make_data():
@@ -42,36 +39,29 @@ def tool_files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smol-tools")
     rows = _make_data().build()
     train, held = tmp / "train.jsonl", tmp / "heldout.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows["train.jsonl"][:TRAIN_ROWS]))
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows["train.jsonl"]))
     held.write_text("".join(json.dumps(r) + "\n" for r in rows["heldout.jsonl"]))
-    cfg = tmp / "tools.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model": {"name": DEFAULT_MODEL},
-        "data": {"train": str(train), "max_length": 512},
-        "lora": {"r": 16, "alpha": 32},
-        "train": {"learning_rate": 2e-3, "batch_size": 8, "max_steps": STEPS,
-                  "warmup_steps": 1, "lr_scheduler": "linear", "eval_every": 0,
-                  "save_every": 0, "eval_at_start": False},
-        "output": {"dir": str(tmp / "runs"), "name": "tools"}}))
-    assert main(["train", str(cfg), "--no-progress"]) == 0
+    # The shipped example config, as run.sh runs it; only the paths are the test's.
+    assert main(["train", str(EXAMPLE / "train.yaml"), f"data.train={train}",
+                 f"output.dir={tmp / 'runs'}", "--no-progress"]) == 0
     return tmp, held
 
 
 def test_a_short_lora_run_learns_to_call_tools_on_held_out_rows(tool_files, capsys):
     tmp, held = tool_files
-    inputs = json.loads((tmp / "runs" / "tools" / "inputs.json").read_text())
+    inputs = json.loads((tmp / "runs" / "tools-v1" / "inputs.json").read_text())
     assert inputs["tool_format"] == "fallback"
     capsys.readouterr()
-    code = main(["eval", DEFAULT_MODEL, "--compare", "tools", "--runs-dir", str(tmp / "runs"),
+    code = main(["eval", DEFAULT_MODEL, "--compare", "tools-v1", "--runs-dir", str(tmp / "runs"),
                  "--data", str(held), "--task", "tool_call", "--bootstrap", "200", "--json",
                  "--no-progress"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    base, tuned = out["results"][DEFAULT_MODEL], out["results"]["tools"]
+    base, tuned = out["results"][DEFAULT_MODEL], out["results"]["tools-v1"]
     print(json.dumps({"base": base, "tuned": tuned}, indent=1))  # the README's figures
     assert tuned["call_rows"] == 64 and tuned["no_call_rows"] == 16
     assert tuned["correct_call_rate"] >= 0.8
     assert tuned["correct_call_rate"] > base["correct_call_rate"]
     assert tuned["valid_json_rate"] >= 0.9 and tuned["name_accuracy"] >= 0.9
-    diff = out["comparison"]["differences"]["tools"]["correct_call_rate"]
+    diff = out["comparison"]["differences"]["tools-v1"]["correct_call_rate"]
     assert diff["better"] is True

@@ -23,7 +23,7 @@ from tunelab.data.template import (
     resolve_tool_format,
     tokenize_example,
 )
-from tunelab.data.tools import call_json
+from tunelab.data.tool_text import call_json
 from tunelab.eval.callables import load_callables
 from tunelab.models.runs import load_for_inference, run_tool_format
 from tunelab.serve.engine import GenerationEngine

@@ -67,7 +67,7 @@ class DataSettings(_Section):
     validation_split: float = Field(0.0, ge=0, lt=1)  # fraction of train held out when no validation file
     train_rows: int | None = Field(None, gt=0)  # a seeded random N of the training rows (after the split)
     chat_template: str | None = None  # None: the tokenizer's; or "chatml", a .jinja path, a template
-    # How tools, calls and results are rendered (tunelab.data.tools): auto = the template's
+    # How tools, calls and results are rendered (tunelab.data.tool_text): auto = the template's
     # own when it renders tools, else the fallback layout; the choice is stored with the run.
     tool_format: Literal["auto", "template", "fallback"] = "auto"
     max_length: int = Field(DEFAULT_MAX_LENGTH, gt=0)  # tokens, after the chat template

@@ -11,7 +11,7 @@ gives at inference time.
 
 Tool use (``tunelab.data.tools``): a chat with declarations, calls or results is rendered
 by the template itself (``tools=``) when it renders tools (``resolve_tool_format``
-probes it), else in the one fallback layout (``tools.fallback_messages``). The choice
+probes it), else in the one fallback layout (``tool_text.fallback_messages``). The choice
 is stored with a run, so evaluation and serving render the same way. Calls are
 assistant turns and trained; results are ``tool`` turns and never are.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.data.example import Example, Message, ToolCall
-from tunelab.data.tools import (
+from tunelab.data.tool_text import (
     FALLBACK,
     TEMPLATE,
     TOOL_FORMATS,
@@ -152,7 +152,7 @@ def prepare_chat(messages: Sequence[Message | dict], tools: Sequence[dict], tool
 
     Without tools, calls or results the turns are rendered as they are (``None``: no
     ``tools`` argument). With them, the ``template`` format passes them to the
-    template, and the ``fallback`` format rewrites the turns (``tools.fallback_messages``).
+    template, and the ``fallback`` format rewrites the turns (``tool_text.fallback_messages``).
     """
     msgs = _as_messages(messages)
     if not uses_tools(msgs, tools):

@@ -40,7 +40,7 @@ from tunelab.data.template import (
     resolve_chat_template,
     tokenize_example,
 )
-from tunelab.data.tools import uses_tools
+from tunelab.data.tool_text import uses_tools
 
 _BATCH = 4096  # texts per tokenizer call: large enough to amortize, small in memory
 _PROBE = 32  # rows tokenized whole too, to check that cutting at specials is exact

@@ -4,7 +4,7 @@ Rows are training examples (chat or ShareGPT rows with ``tools``). The prompt of
 every turn before its last assistant turn; the expected answer is that turn: its
 ``tool_calls`` (a call is expected) or, when it has none, a plain answer (no call is
 expected, e.g. the answer after a tool result). The answer generated is read back with
-``tunelab.data.tools.parse_calls`` and scored per row:
+``tunelab.data.tool_text.parse_calls`` and scored per row:
 
 * ``name_correct``: one expected call: the first call made names its function; several:
   the functions called, in order, are the expected ones.
@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from tunelab.data.example import Example, ToolCall
-from tunelab.data.tools import ParsedCall, arguments_problems, call_json, normalized, parse_calls
+from tunelab.data.tool_text import ParsedCall, call_json, normalized, parse_calls
+from tunelab.data.tools import arguments_problems
 from tunelab.errors import DataError
 from tunelab.eval.rows import EvalRow
 from tunelab.eval.tasks import ModelCallables, TaskResult, mean_stat

@@ -43,7 +43,7 @@ from tunelab.data.formats import detect_format
 from tunelab.data.load import check_file
 from tunelab.data.readers import FieldLines, read_located
 from tunelab.data.token_lengths import token_lengths
-from tunelab.data.tools import turn_text
+from tunelab.data.tool_text import turn_text
 from tunelab.gate.dedup import DEFAULT_THRESHOLD, find_exact_duplicates, find_near_duplicates
 from tunelab.gate.pii import KINDS, find_pii, mask
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.tools import TOOL_FINDING_CODES, open_calls, uses_tools
+from tunelab.data.tool_text import uses_tools
+from tunelab.data.tools import TOOL_FINDING_CODES, open_calls
 from tunelab.errors import DataError
 from tunelab.gate.check import DEFAULT_MAX_LENGTH, CheckResult, check_data, length_stats
 from tunelab.tracking.plots import new_figure, save_png

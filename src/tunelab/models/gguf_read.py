@@ -25,6 +25,7 @@ GGUF_MAGIC = b"GGUF"
 TASK_KEY = "tunelab.task"
 SOURCE_KEY = "tunelab.source"
 FINGERPRINT_KEY = "tunelab.chat_template_fingerprint"  # data.template.template_fingerprint
+TOOL_FORMAT_KEY = "tunelab.tool_format"  # how the run rendered tools: template or fallback
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class GgufMetadata:
     task: TaskSettings | None  # from ``tunelab.task``; None when the run had no task
     source: str | None  # from ``tunelab.source``
     fingerprint: str | None = None  # from ``tunelab.chat_template_fingerprint``
+    tool_format: str | None = None  # from ``tunelab.tool_format``; None: probe the template
 
 
 def is_gguf(path: Path) -> bool:
@@ -91,7 +93,8 @@ def read_gguf_metadata(path: Path) -> GgufMetadata:
     return GgufMetadata(path, arch, _field(reader, "tokenizer.chat_template"),
                         None if eos is None else int(eos),
                         None if context is None else int(context), task,
-                        _field(reader, SOURCE_KEY), _field(reader, FINGERPRINT_KEY))
+                        _field(reader, SOURCE_KEY), _field(reader, FINGERPRINT_KEY),
+                        _field(reader, TOOL_FORMAT_KEY))
 
 
 def load_gguf_tokenizer(path: Path) -> Any:

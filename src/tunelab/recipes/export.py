@@ -42,6 +42,7 @@ from tunelab.data.template import (
     end_of_turn_ids,
     render_prompt_ids,
     resolve_chat_template,
+    resolve_tool_format,
     template_fingerprint,
 )
 from tunelab.errors import ModelError, StoreError
@@ -128,6 +129,8 @@ def export_gguf(ref: str, out: Path, ftype: str = "f32", runs_dir: str = DEFAULT
     meta = {"source": str(run_dir or ref)}
     if template is not None:
         meta["chat_template_fingerprint"] = template_fingerprint(tok, loaded.chat_template)
+        # How the run rendered tools: a server of the file renders them the same way.
+        meta["tool_format"] = resolve_tool_format(tok, template, loaded.tool_format)
     if loaded.task is not None:
         meta["task"] = json.dumps(loaded.task.model_dump(mode="json"))
     pending = out.with_name(f".{out.stem}.unchecked-{uuid.uuid4().hex[:8]}.gguf")

@@ -258,7 +258,7 @@ def _load_gguf(entry: _Entry, settings: EngineSettings, wake: threading.Conditio
     # The file records no tool format: the template is probed, as `auto` chose in training.
     return ServedModel(entry.name, engine, None, tokenizer, template, meta.task, context,
                        source=str(entry.weights),
-                       tool_format=resolve_tool_format(tokenizer, template, None))
+                       tool_format=resolve_tool_format(tokenizer, template, meta.tool_format))
 
 
 def _context_length(model: Any) -> int:

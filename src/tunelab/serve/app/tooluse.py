@@ -10,7 +10,7 @@ whose arguments are not a JSON object, a tool result that answers no earlier cal
 left without its result before the next turn. Calls in the history are not checked
 against the declared schemas: they are what a model said, and the model sees them as such.
 
-Out (``answer_calls``): the generated text is read with ``tunelab.data.tools.parse_calls``;
+Out (``answer_calls``): the generated text is read with ``tunelab.data.tool_text.parse_calls``;
 each call to a declared function whose arguments parse becomes an OpenAI ``tool_call``
 (``call_<24 hex>`` id, arguments as JSON text); a call whose arguments do not parse, or
 that names a function the request did not declare, stays in the content as text.
@@ -27,14 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.data.example import Message, ToolCall
-from tunelab.data.tools import (
-    check_conversation,
-    join_parts,
-    parse_calls,
-    read_openai_calls,
-    read_tools,
-    turn_text,
-)
+from tunelab.data.tool_text import parse_calls, turn_text
+from tunelab.data.tools import check_conversation, join_parts, read_openai_calls, read_tools
 from tunelab.serve.app.errors import APIError
 
 # Findings of the training data gate a served conversation does not fail on: a call in the
@@ -84,7 +78,7 @@ class Conversation:
 
     def log_text(self) -> str:
         """The prompt as the request log keeps it: JSON of ``{"role", "content"}`` turns,
-        a call written as its JSON line in the content (``tools.turn_text``), so readers
+        a call written as its JSON line in the content (``tool_text.turn_text``), so readers
         of the log see text; ``tool_calls``/``tool_call_id`` ride along for tool turns."""
         out: list[dict[str, Any]] = []
         for m in self.messages:
