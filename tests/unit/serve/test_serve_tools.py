@@ -103,7 +103,7 @@ def test_a_plain_chat_renders_as_before_tools_existed(tiny_tokenizer):
     ({"tools": [{"type": "function", "function": {**WEATHER, "parameters": {"type": 7}}}]},
      "tools[0].function.parameters", "bad_tool_schema"),
     # the reader names a duplicate by its bare path (tunelab.data.tools.read_tools)
-    ({"tools": TOOLS * 2}, "tools[1].name", "duplicate_tool"),
+    ({"tools": TOOLS * 2}, "tools[1].function.name", "duplicate_tool"),
     ({"messages": [HISTORY[1], {"role": "assistant", "tool_calls": [
         {**CALL, "function": {"name": "get_weather", "arguments": "{city: Paris"}}]}]},
      "messages[1].tool_calls[0].function.arguments", "bad_arguments_json"),
