@@ -680,16 +680,27 @@ def _turn_message(turn: dict, where: str, role_key: str, content_key: str, role:
                   row: _Row) -> Message | None:
     """One chat or ShareGPT turn as a message, its calls and result id read."""
     calls: tuple[ToolCall, ...] | None = ()
-    calling = turn.get("tool_calls") is not None or turn.get("function_call") is not None
-    if turn.get("tool_calls") is not None:
+    # An empty list is no call (exports often write one): the turn is then read as text.
+    given = [k for k in ("tool_calls", "function_call") if turn.get(k) not in (None, [])]
+    calling = bool(given)
+    if len(given) > 1:
+        row.error(f"{where}.function_call", "conflicting_fields",
+                  "the turn has both 'tool_calls' and the older 'function_call'; keep one")
+        calls = None
+    elif given == ["tool_calls"]:
         calls = read_openai_calls(turn["tool_calls"], f"{where}.tool_calls", row)
-    elif turn.get("function_call") is not None:
+    elif given:
         calls = read_legacy_call(turn["function_call"], f"{where}.function_call", row)
     if calling and role not in (None, "assistant"):
         row.error(f"{where}.tool_calls", "bad_tool_call",
                   f"only assistant turns call tools; this turn's role is {role!r}")
     content = _turn_content(turn, where, content_key, role, row, calling=calling)
     weight = _weight(turn.get("weight"), f"{where}.weight", row)
+    if role == "tool" and turn.get("weight") is not None:
+        row.error(f"{where}.weight", "bad_weight",
+                  "a tool result is never trained (it is the tool's output, not the model's); "
+                  "remove its weight")
+        weight = None
     ident, name = turn.get("tool_call_id"), turn.get("name")
     for key, value in (("tool_call_id", ident), ("name", name)):
         if value is not None and not isinstance(value, str):

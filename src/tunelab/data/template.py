@@ -119,13 +119,16 @@ def _as_messages(messages: Sequence[Message | dict]) -> list[Message]:
 
 
 def render_text(tokenizer: Any, messages: Sequence[Message | dict], template: str,
-                add_generation_prompt: bool, tools: Sequence[dict] | None = None) -> str:
+                add_generation_prompt: bool, tools: Sequence[dict] | None = None,
+                with_tools: bool = False) -> str:
     """Render messages with a Jinja chat template to a string.
 
     Args:
         tools: declarations to pass as the template's ``tools`` (template tool format
             only; the fallback has already put them in the messages). Turns with calls
             or results are passed with them in transformers' shape.
+        with_tools: the conversation uses tools (in either layout): a template failure
+            is then a ``DataError`` about tool turns.
 
     Raises:
         DataError: the template fails on these turns (a role it refuses, say).
@@ -138,12 +141,15 @@ def render_text(tokenizer: Any, messages: Sequence[Message | dict], template: st
             add_generation_prompt=add_generation_prompt,
             **({"tools": template_tools(tools) or None} if tools is not None else {}))
     except Exception as e:  # jinja2's TemplateError and the template's own raise_exception
-        if not any(d["role"] == "tool" or "tool_calls" in d for d in dicts):
+        if not with_tools and not any(d["role"] == "tool" or "tool_calls" in d for d in dicts):
             raise
+        other = ("or `data.tool_format: fallback`" if tools is not None else
+                 "(the fallback layout adds the declarations to a system turn and the results "
+                 "as 'tool' turns)")
         raise DataError(
-            f"the chat template cannot render this conversation with tool turns: {e}",
-            hint="set `data.chat_template` to one that renders a 'tool' role (chatml does), "
-                 "or `data.tool_format: fallback`") from e
+            f"the chat template cannot render this conversation with tools: {e}",
+            hint="set `data.chat_template` to one that renders a system turn and a 'tool' "
+                 f"role (chatml does), {other}") from e
 
 
 def prepare_chat(messages: Sequence[Message | dict], tools: Sequence[dict], tool_format: str,
@@ -184,7 +190,8 @@ def render_prompt_ids(tokenizer: Any, messages: Sequence[Message | dict],
     fmt = resolve_tool_format(tokenizer, tmpl, tool_format)
     msgs, tools_arg = prepare_chat(messages, tools, fmt)
     return _encode(tokenizer, render_text(tokenizer, msgs, tmpl, add_generation_prompt=True,
-                                          tools=tools_arg))
+                                          tools=tools_arg,
+                                          with_tools=uses_tools(_as_messages(messages), tools)))
 
 
 # A declaration and a call whose name and argument value a template that renders tools
@@ -193,20 +200,23 @@ _PROBE_TOOLS = ({"name": "probe_lookup_7", "description": "Look a code up.",
                  "parameters": {"type": "object", "properties": {"code": {"type": "string"}},
                                 "required": ["code"]}},)
 _PROBE_CALL = (Message("user", "Look up Q7."),
-               Message("assistant", "", tool_calls=(ToolCall("probe_lookup_7", {"code": "zq81x"}, "c0"),)))
+               Message("assistant", "", tool_calls=(ToolCall("probe_lookup_7", {"code": "zq81x"}, "c0"),)),
+               Message("tool", "result-k4v9", tool_call_id="c0"))
 _tool_formats: dict[tuple[str, str], str] = {}
 
 
 def template_renders_tools(tokenizer: Any, template: str) -> bool:
-    """Whether a chat template renders declarations and calls itself (transformers'
-    ``tools=``): the probe's function name and argument value appear in its text."""
+    """Whether a chat template renders declarations, calls and results itself
+    (transformers' ``tools=``): the probe's function name, description, argument value and
+    result all appear in its text (a template that drops the result is not used)."""
     key = (template, type(tokenizer).__name__)
     if key not in _tool_formats:
         try:
             text = tokenizer.apply_chat_template(
                 template_dicts(_PROBE_CALL), chat_template=template, tokenize=False,
                 tools=template_tools(_PROBE_TOOLS))
-            ok = "probe_lookup_7" in text and "zq81x" in text and "Look a code up." in text
+            ok = all(part in text for part in ("probe_lookup_7", "zq81x", "Look a code up.",
+                                                   "result-k4v9"))
         except Exception:  # a template that fails on tools does not render them
             ok = False
         _tool_formats[key] = TEMPLATE if ok else FALLBACK
@@ -296,8 +306,8 @@ def tokenize_example(tokenizer: Any, example: Example, template: str | None = No
         return TokenizedExample(ids, list(ids), example.source, example.line)
 
     tmpl = resolve_chat_template(tokenizer, template)
-    fmt = resolve_tool_format(tokenizer, tmpl, tool_format) if uses_tools(
-        example.messages, example.tools) else FALLBACK
+    tooled = uses_tools(example.messages, example.tools)
+    fmt = resolve_tool_format(tokenizer, tmpl, tool_format) if tooled else FALLBACK
     msgs, tools = prepare_chat(example.messages, example.tools, fmt)
     input_ids: list[int] = []
     labels: list[int] = []
@@ -313,8 +323,10 @@ def tokenize_example(tokenizer: Any, example: Example, template: str | None = No
         assert isinstance(m, Message)  # prepare_chat keeps an example's messages
         if m.role != "assistant":
             continue
-        prompt = render_text(tokenizer, msgs[:i], tmpl, add_generation_prompt=True, tools=tools)
-        full = render_text(tokenizer, msgs[: i + 1], tmpl, add_generation_prompt=False, tools=tools)
+        prompt = render_text(tokenizer, msgs[:i], tmpl, add_generation_prompt=True, tools=tools,
+                             with_tools=tooled)
+        full = render_text(tokenizer, msgs[: i + 1], tmpl, add_generation_prompt=False,
+                           tools=tools, with_tools=tooled)
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise DataError(
                 f"{example.source}:{example.line}: the chat template does not render message "
@@ -335,7 +347,8 @@ def tokenize_example(tokenizer: Any, example: Example, template: str | None = No
             emit(core, trained=False)
         emit(trailing, trained=False)
         done = full
-    rest = render_text(tokenizer, msgs, tmpl, add_generation_prompt=False, tools=tools)
+    rest = render_text(tokenizer, msgs, tmpl, add_generation_prompt=False, tools=tools,
+                       with_tools=tooled)
     if rest.startswith(done) and len(rest) > len(done):
         emit(rest[len(done):], trained=False)
     return TokenizedExample(input_ids, labels, example.source, example.line)

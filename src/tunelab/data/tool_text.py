@@ -137,14 +137,15 @@ def parse_calls(text: str) -> tuple[str, list[ParsedCall]]:
             break
         try:
             obj, end = decoder.raw_decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             obj, end = None, start + 1
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-            args = obj.get("arguments", obj.get("parameters", {}))
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str) \
+                and ("arguments" in obj or "parameters" in obj):
+            args = obj.get("arguments", obj.get("parameters"))
             if isinstance(args, str):
                 try:
                     args = json.loads(args)
-                except ValueError:
+                except (ValueError, RecursionError):
                     args = None
             kept.append(text[pos:start])
             calls.append(ParsedCall(obj["name"], args if isinstance(args, dict) else None,

@@ -26,10 +26,12 @@ This module knows nothing of files or models.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
 import jsonschema
+from referencing.exceptions import Unresolvable
 
 from tunelab.data.example import Message, ToolCall
 from tunelab.data.findings import show_value, type_name
@@ -53,6 +55,17 @@ class Reporter(Protocol):
     def error(self, field: str | None, code: str, message: str) -> None: ...
 
     def warning(self, field: str | None, code: str, message: str) -> None: ...
+
+
+def _json_text(text: str) -> tuple[object, str | None]:
+    """Parse JSON text: ``(value, None)``, or ``(None, why)`` when it is not JSON or nests
+    deeper than the parser goes (a crafted ``[[[[...`` would otherwise crash the reader)."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"{e.msg} at character {e.pos}"
+    except RecursionError:
+        return None, "nested too deeply"
 
 
 # -- content parts ---------------------------------------------------------------------
@@ -114,12 +127,11 @@ def read_tools(value: object, field: str, row: Reporter) -> tuple[dict, ...] | N
     if isinstance(value, str):
         if not value.strip():
             return ()
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
+        value, why = _json_text(value)
+        if why is not None:
             row.error(field, "bad_tools",
-                      f"{field} is text that is not JSON ({e.msg} at character {e.pos}); write "
-                      "the list of functions as JSON")
+                      f"{field} is text that is not JSON ({why}); write the list of functions "
+                      "as JSON")
             return None
     if value is None:
         return ()
@@ -128,18 +140,20 @@ def read_tools(value: object, field: str, row: Reporter) -> tuple[dict, ...] | N
                   f"{field} must be a list of functions, got {type_name(value)} {show_value(value)}")
         return None
     out: list[dict] = []
+    names: set[str] = set()
     ok = True
     for i, item in enumerate(value):
         spec = _function_spec(item, f"{field}[{i}]", row)
         if spec is None:
             ok = False
             continue
-        if any(s["name"] == spec["name"] for s in out):
+        if spec["name"] in names:
             wrapped = isinstance(item, dict) and isinstance(item.get("function"), dict)
             row.error(f"{field}[{i}]{'.function' if wrapped else ''}.name", "duplicate_tool",
                       f"function {spec['name']!r} is declared twice; keep one declaration")
             ok = False
             continue
+        names.add(spec["name"])
         out.append(spec)
     return tuple(out) if ok else None
 
@@ -184,6 +198,27 @@ def _schema_problem(schema: object) -> str | None:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as e:
         return e.message
+    except RecursionError:
+        return "it nests too deeply"
+    remote = _remote_ref(schema)
+    if remote is not None:
+        return (f"$ref {remote!r} points outside the schema; tunelab fetches nothing, so "
+                "write the definition into the schema (under $defs) and refer to '#/$defs/...'")
+    return None
+
+
+def _remote_ref(schema: object) -> str | None:
+    """The first ``$ref`` that does not point into the schema itself (``#...``), if any."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                return ref
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
     return None
 
 
@@ -234,12 +269,12 @@ def read_sharegpt_calls(value: object, field: str, row: Reporter) -> tuple[ToolC
     """A ShareGPT ``function_call`` turn's value: JSON text of one call ``{"name",
     "arguments"}`` or a list of them (LLaMA-Factory writes the arguments as an object)."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
+        text = value
+        value, why = _json_text(text)
+        if why is not None:
             row.error(field, "bad_tool_call",
                       f"a function_call turn must hold JSON {{'name': ..., 'arguments': {{...}}}}, "
-                      f"got text that is not JSON ({e.msg} at character {e.pos}): {show_value(value)}")
+                      f"got text that is not JSON ({why}): {show_value(text)}")
             return None
     items = value if isinstance(value, list) else [value]
     out, ok = [], True
@@ -266,12 +301,11 @@ def _call(fn: dict, where: str, row: Reporter, ident: str | None) -> ToolCall | 
         return None
     raw = fn.get("arguments", fn.get("parameters", {}))
     if isinstance(raw, str):
-        try:
-            args = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as e:
+        args, why = _json_text(raw) if raw.strip() else ({}, None)
+        if why is not None:
             row.error(f"{where}.arguments", "bad_arguments_json",
-                      f"the arguments of the call to {name!r} are not valid JSON ({e.msg} at "
-                      f"character {e.pos}): {show_value(raw)}; write them as a JSON object")
+                      f"the arguments of the call to {name!r} are not valid JSON ({why}): "
+                      f"{show_value(raw)}; write them as a JSON object")
             return None
     else:
         args = raw
@@ -288,7 +322,8 @@ def _call(fn: dict, where: str, row: Reporter, ident: str | None) -> ToolCall | 
 
 def check_conversation(tools: Sequence[dict], messages: Sequence[Message], wheres: Sequence[str],
                        row: Reporter, tools_field: str = "tools",
-                       call_fields: Sequence[Sequence[str]] | None = None) -> None:
+                       call_fields: Sequence[Sequence[str]] | None = None,
+                       check_arguments: bool = True) -> None:
     """Report calls that do not fit the declarations, results that answer no call, and
     calls left unanswered.
 
@@ -301,25 +336,61 @@ def check_conversation(tools: Sequence[dict], messages: Sequence[Message], where
         call_fields: per turn, the field of each of its calls as the row writes it
             (``messages[1].tool_calls[0].function``, ``conversations[1].value``), so a
             finding names the field the reader named; None: ``<turn>.tool_calls[j]``.
+        check_arguments: check each call's function and arguments against the
+            declarations; the server does not (a call in a request's history is what a
+            model said, and a request's schema is not run on the server's time).
     """
     declared = {t["name"]: t for t in tools}
-    pending: list[tuple[ToolCall, str]] = []  # calls waiting for their result, with their field
+    pending = _Pending()
     for i, (m, where) in enumerate(zip(messages, wheres, strict=True)):
         if m.role == "assistant" and m.tool_calls:
             _unanswered(pending, "the assistant calls again", row)
-            pending = []
+            pending = _Pending()
             for j, call in enumerate(m.tool_calls):
                 at = call_fields[i][j] if call_fields is not None else f"{where}.tool_calls[{j}]"
-                _check_call(call, declared, at, row, tools_field)
-                pending.append((call, at))
+                if check_arguments:
+                    _check_call(call, declared, at, row, tools_field)
+                pending.add(call, at)
         elif m.role == "tool":
             _answer(m, pending, where, row)
         elif m.role == "user":
             _unanswered(pending, "the next user turn", row)
-            pending = []
+            pending = _Pending()
         elif m.role == "assistant":
             _unanswered(pending, "the assistant answers", row)
-            pending = []
+            pending = _Pending()
+
+
+class _Pending:
+    """Calls waiting for their result, in order, found by id, by name or first: each in
+    constant time, so a conversation of many calls is checked in linear time."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, tuple[ToolCall, str]] = {}  # by arrival, insertion-ordered
+        self._by: dict[tuple[str, str], deque[int]] = {}
+        self._arrived = 0
+
+    def add(self, call: ToolCall, at: str) -> None:
+        self._arrived += 1
+        self.calls[self._arrived] = (call, at)
+        if call.id is not None:
+            self._by.setdefault(("id", call.id), deque()).append(self._arrived)
+        self._by.setdefault(("name", call.name), deque()).append(self._arrived)
+
+    def take(self, kind: str | None, value: str | None) -> bool:
+        """Remove the first waiting call with this id or name (any call when ``kind`` is
+        None); False when none waits."""
+        if kind is None:
+            key = next(iter(self.calls), None)
+        else:
+            keys = self._by.get((kind, value or ""), deque())
+            while keys and keys[0] not in self.calls:  # answered already, by another route
+                keys.popleft()
+            key = keys[0] if keys else None
+        if key is None:
+            return False
+        del self.calls[key]
+        return True
 
 
 def _check_call(call: ToolCall, declared: dict[str, dict], where: str, row: Reporter,
@@ -363,37 +434,35 @@ def arguments_problems(spec: dict, arguments: object) -> list[str]:
     if schema is None:
         return []
     validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
+    try:
+        errors = sorted(validator.iter_errors(arguments),
+                        key=lambda e: list(map(str, e.absolute_path)))
+    except Unresolvable as e:  # a local $ref to nothing ('#/$defs/missing')
+        return [f"the schema cannot be applied: its $ref does not resolve ({e})"]
+    except RecursionError:
+        return ["the schema cannot be applied: it refers to itself without end"]
     return [_schema_error(e) for e in errors]
 
 
-def _answer(m: Message, pending: list[tuple[ToolCall, str]], where: str, row: Reporter) -> None:
+def _answer(m: Message, pending: _Pending, where: str, row: Reporter) -> None:
     if m.tool_call_id is not None:
-        hit = next((i for i, (c, _) in enumerate(pending) if c.id == m.tool_call_id), None)
-        if hit is None:
+        if not pending.take("id", m.tool_call_id):
             row.error(f"{where}.tool_call_id", "unmatched_tool_result",
                       f"tool_call_id {m.tool_call_id!r} matches no earlier call waiting for its "
                       "result; use the id of the assistant's tool call it answers")
-            return
     elif m.name is not None:
-        hit = next((i for i, (c, _) in enumerate(pending) if c.name == m.name), None)
-        if hit is None:
+        if not pending.take("name", m.name):
             row.error(f"{where}.name", "unmatched_tool_result",
                       f"the result of {m.name!r} answers no earlier call of it; remove the turn "
                       "or add the call")
-            return
-    elif pending:
-        hit = 0  # ShareGPT observations answer the calls in order
-    else:
+    elif not pending.take(None, None):  # ShareGPT observations answer the calls in order
         row.error(where, "unmatched_tool_result",
                   "this tool result answers no earlier call (no call is waiting for a result); "
                   "remove the turn or add the assistant's call before it")
-        return
-    pending.pop(hit)
 
 
-def _unanswered(pending: list[tuple[ToolCall, str]], before: str, row: Reporter) -> None:
-    for call, at in pending:
+def _unanswered(pending: _Pending, before: str, row: Reporter) -> None:
+    for call, at in pending.calls.values():
         row.error(at, "unanswered_call",
                   f"the call to {call.name!r} gets no result before {before}; add the tool "
                   "turn with its result, or remove the call")

@@ -170,7 +170,8 @@ def build_callables(model: Any, tokenizer: Any, chat_template: str | None, name:
     def score_choices(chats: list[list[Message]], choices: list[list[str]]) -> list[list[float]]:
         prompts, answers = [], []
         for chat, cs in zip(chats, choices, strict=True):
-            rows = [_split_answer(tokenize_example(tokenizer, _with_answer(chat, c), chat_template))
+            rows = [_split_answer(tokenize_example(tokenizer, _with_answer(chat, c),
+                                                   chat_template, tool_format))
                     for c in cs]
             # The renderer tokenizes the prompt apart from the answer: one prompt per chat.
             assert all(p == rows[0][0] for p, _ in rows), "a chat's prompt differs per answer"
@@ -179,7 +180,8 @@ def build_callables(model: Any, tokenizer: Any, chat_template: str | None, name:
         return choice_log_likelihoods(model, prompts, answers, pad_id, batch_size)
 
     return ModelCallables(name=name, predict=predict, score_choices=score_choices, nll=nll,
-                          tokenizer=tokenizer, chat_template=chat_template)
+                          tokenizer=tokenizer, chat_template=chat_template,
+                          tool_format=tool_format)
 
 
 def load_callables(ref: str, runs_dir: str, max_new_tokens: int, batch_size: int,

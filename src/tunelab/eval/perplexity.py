@@ -64,7 +64,8 @@ def run_perplexity(model: ModelCallables, rows: Sequence[EvalRow], chunk: int = 
     sums: list[float] = []
     counts: list[int] = []
     for start in range(0, len(rows), chunk):
-        part = [tokenize_example(model.tokenizer, r.example, model.chat_template)
+        part = [tokenize_example(model.tokenizer, r.example, model.chat_template,
+                                 model.tool_format)
                 for r in rows[start:start + chunk] if r.example is not None]  # all: checked above
         for s, n in model.nll(part):
             sums.append(float(s))

@@ -38,7 +38,8 @@ class ModelCallables:
         predict: answers chats, one string each, in order.
         score_choices: per chat, the log-likelihood of each candidate answer.
         nll: per tokenized row, ``(sum of answer-token NLL, answer tokens)``.
-        tokenizer, chat_template: for tokenizing rows (perplexity).
+        tokenizer, chat_template, tool_format: for tokenizing rows (perplexity), as the
+            run rendered them.
     """
 
     name: str
@@ -47,6 +48,7 @@ class ModelCallables:
     nll: Callable[[list[Any]], list[tuple[float, int]]] | None = None
     tokenizer: Any = None
     chat_template: str | None = None
+    tool_format: str | None = None  # how the run rendered tools (None: probe the template)
 
 
 @dataclass

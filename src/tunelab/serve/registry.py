@@ -255,7 +255,7 @@ def _load_gguf(entry: _Entry, settings: EngineSettings, wake: threading.Conditio
                   + (f", exported from {meta.source}" if meta.source else "")
                   + (f", task {meta.task.type}" if meta.task is not None else ""))
     engine = ServingEngine(LlamaCppScheduler(model, frozenset(stop), context, settings), wake)
-    # The file records no tool format: the template is probed, as `auto` chose in training.
+    # The run's tool format, as the export recorded it; a file without one has its template probed.
     return ServedModel(entry.name, engine, None, tokenizer, template, meta.task, context,
                        source=str(entry.weights),
                        tool_format=resolve_tool_format(tokenizer, template, meta.tool_format))

@@ -117,6 +117,12 @@ def test_a_plain_chat_renders_as_before_tools_existed(tiny_tokenizer):
      "messages[0].content[0].type", "non_text_part"),
     ({"messages": [{"role": "user", "content": "x", "tool_calls": [CALL]}]},
      "messages[0].tool_calls", "bad_tool_call"),
+    ({"tools": [{"type": "function", "function": {**WEATHER, "parameters": {
+        "$ref": "https://example.com/schema.json"}}}]},
+     "tools[0].function.parameters", "bad_tool_schema"),  # nothing is fetched
+    ({"messages": [HISTORY[1], {"role": "assistant", "tool_calls": [
+        {**CALL, "function": {"name": "get_weather", "arguments": "[" * 100_000}}]}]},
+     "messages[1].tool_calls[0].function.arguments", "bad_arguments_json"),  # not a 500
     ({"tool_choice": "required"}, "tool_choice", "unsupported_tool_choice"),
     ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
      "tool_choice", "unsupported_tool_choice"),
@@ -172,3 +178,16 @@ def test_parallel_tool_calls_false_is_refused():
     with pytest.raises(ValidationError, match="parallel_tool_calls|cannot be honoured"):
         _request(parallel_tool_calls=False)
     assert _request(parallel_tool_calls=True).conversation().read_calls
+
+
+def test_a_history_call_is_not_run_against_the_requests_schema():
+    # A pattern that backtracks for ever on this argument, and a $ref to nothing: neither
+    # is evaluated for a call already in the history (it is what a model said).
+    slow = {**WEATHER, "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "pattern": "^(a+)+$"}, "x": {"$ref": "#/$defs/none"}}}}
+    bad = {**CALL, "function": {"name": "get_weather",
+                                "arguments": json.dumps({"city": "a" * 60 + "!", "x": 1})}}
+    conv = _request(tools=[{"type": "function", "function": slow}],
+                    messages=[HISTORY[1], {"role": "assistant", "tool_calls": [bad]},
+                              {**HISTORY[3]}]).conversation()
+    assert conv.messages[1].tool_calls[0].arguments["city"].endswith("!")

@@ -31,10 +31,6 @@ from tunelab.data.tool_text import parse_calls, turn_text
 from tunelab.data.tools import check_conversation, join_parts, read_openai_calls, read_tools
 from tunelab.serve.app.errors import APIError
 
-# Findings of the training data gate a served conversation does not fail on: a call in the
-# history is what the model generated; rendering it needs no schema to hold.
-_HISTORY_ONLY = frozenset({"arguments_mismatch", "undeclared_tool"})
-
 # ``tool_choice`` values served: ``auto`` (the model decides) and ``none`` (no call is read
 # out of the answer). ``required`` and a named function would need constrained decoding.
 TOOL_CHOICES = ("auto", "none")
@@ -48,7 +44,7 @@ class _Problems:
         self.first: tuple[str | None, str, str] | None = None
 
     def error(self, field: str | None, code: str, message: str) -> None:
-        if code in _HISTORY_ONLY or self.first is not None:
+        if self.first is not None:
             return
         self.first = (field, code, message)
 
@@ -135,7 +131,10 @@ def read_conversation(messages: Sequence[Any], tools: Any, tool_choice: Any) -> 
                              name=m.name if role == "tool" else None))
     problems.raise_first()
     assert declared is not None  # read_tools reported its problem, raised above
-    check_conversation(declared, turns, [f"messages[{i}]" for i in range(len(turns))], problems)
+    # A call in the history is what a model said: its function and arguments are not
+    # checked (nor is a request's schema run here, on the server's time).
+    check_conversation(declared, turns, [f"messages[{i}]" for i in range(len(turns))], problems,
+                       check_arguments=False)
     problems.raise_first()
     return Conversation(turns, declared, bool(declared) and tool_choice != "none")
 
