@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,16 @@ def tool_files(tmp_path_factory):
     train, held = tmp / "train.jsonl", tmp / "heldout.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows["train.jsonl"]))
     held.write_text("".join(json.dumps(r) + "\n" for r in rows["heldout.jsonl"]))
-    # The shipped example config, as run.sh runs it; only the paths are the test's.
+    # The shipped example config, as run.sh runs it; only the paths are the test's, and
+    # the threads: an earlier in-process run of the suite may have left torch on one
+    # thread (train.num_threads is process-wide), which made this run 19 minutes, not 11.
     assert main(["train", str(EXAMPLE / "train.yaml"), f"data.train={train}",
-                 f"output.dir={tmp / 'runs'}", "--no-progress"]) == 0
+                 f"output.dir={tmp / 'runs'}", f"train.num_threads={os.cpu_count() or 1}",
+                 "--no-progress"]) == 0
     return tmp, held
 
 
+@pytest.mark.timeout(2400)  # the 72-step run (about 11 minutes here) is set up inside it
 def test_a_short_lora_run_learns_to_call_tools_on_held_out_rows(tool_files, capsys):
     tmp, held = tool_files
     inputs = json.loads((tmp / "runs" / "tools-v1" / "inputs.json").read_text())
